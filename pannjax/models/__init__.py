@@ -1,0 +1,41 @@
+"""Model zoo. Every model is a Flax module with attributes `num_classes` and `policy` (an
+`ArithPolicy`), called as `model.apply(variables, images, train=...)`; all arithmetic layers are
+`QConv`/`QDense`, the first named ``stem`` and the classifier ``head``.
+
+`register_model` lets code outside the package add a model under a config name.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+
+from pannjax.errors import ConfigError
+from pannjax.models.digits_cnn import DigitsCNN
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {"digits_cnn": DigitsCNN}
+
+
+def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Make `factory(num_classes=..., policy=..., **kwargs)` available as `model=<name>`."""
+    if name in _MODELS and _MODELS[name] is not factory:
+        raise ConfigError(f"model {name!r} is already registered")
+    _MODELS[name] = factory
+
+
+def model_names() -> list[str]:
+    return sorted(_MODELS)
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Instantiate the registered model `name`; unknown names and arguments give a one-line error."""
+    if name not in _MODELS:
+        raise ConfigError(f"model.name={name!r} is unknown; available: {', '.join(model_names())}")
+    try:
+        return _MODELS[name](**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model {name!r}: {e}") from None
+
+
+__all__ = ["DigitsCNN", "build_model", "model_names", "register_model"]

@@ -1,0 +1,41 @@
+"""Number formats shared by quantizers (which produce them) and operators/hardware (which cost them)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pannjax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class NumberFormat:
+    """The arithmetic format of one operand stream.
+
+    kind: "int" (fixed point: integer codes times a scale) or "float" (IEEE).
+    bits: width of one element (16 or 32 for floats).
+    signed: two's complement (True) or unsigned (False); floats are always signed.
+    """
+
+    kind: str
+    bits: int
+    signed: bool = True
+
+    def __post_init__(self):
+        if self.kind not in ("int", "float"):
+            raise ConfigError(f"NumberFormat.kind={self.kind!r}: expected 'int' or 'float'")
+        if self.kind == "float" and self.bits not in (16, 32):
+            raise ConfigError(f"NumberFormat.bits={self.bits} for float: expected 16 or 32")
+        if self.kind == "int" and not 1 <= self.bits <= 32:
+            raise ConfigError(f"NumberFormat.bits={self.bits}: integer widths must be in 1..32")
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind == "float"
+
+    def __str__(self) -> str:
+        if self.is_float:
+            return f"fp{self.bits}"
+        return f"{'int' if self.signed else 'uint'}{self.bits}"
+
+
+FLOAT32 = NumberFormat("float", 32)

@@ -1,0 +1,187 @@
+"""The operator interface: how a layer contracts its (quantized) inputs with its (quantized) weights.
+
+An operator is a frozen `flax.struct` dataclass with only static fields (it holds no parameters).
+It offers
+  * `dense(x, w)`                              x: (..., C_in), w: (C_in, C_out)
+  * `conv(x, w, strides, padding, groups)`     x: NHWC, w: HWIO with I = C_in / groups
+  * `cost(shape, x_format, w_format)`          op counts (`OpCount`) by kind and bit width, per example
+and carries its computing `mode` (`ComputeMode`).
+
+Computing modes. "digital" computes the contraction exactly. "analog" models compute-in-memory: the
+reduction is split into chunks of at most `rows_per_array` rows (one crossbar column each), every
+chunk's partial sum is digitised by an ADC of `adc_bits` bits, and the digitised partial sums are added
+digitally (the standard CIM macro model, e.g. Peng et al., "DNN+NeuroSim", IEDM 2019, Sec. II). The ADC
+is modelled as a uniform signed quantizer whose full scale is the largest partial-sum magnitude of the
+batch (an ideally calibrated ADC); optional Gaussian noise of std `noise_std` x full scale is added
+before conversion when an rng is given (training for robustness). Rounding has a straight-through
+gradient. Subclasses implement only the digital chunk contraction; the analog path is shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from pannjax.errors import ConfigError
+from pannjax.numerics import NumberFormat
+from pannjax.quant.ste import round_ste
+
+MODES = ("digital", "analog")
+Padding = str | tuple[tuple[int, int], ...]
+
+
+@struct.dataclass
+class ComputeMode:
+    """Where the contraction happens: exact digital logic or an analog crossbar with ADCs."""
+
+    kind: str = struct.field(pytree_node=False, default="digital")
+    adc_bits: int = struct.field(pytree_node=False, default=8)
+    rows_per_array: int = struct.field(pytree_node=False, default=128)
+    noise_std: float = struct.field(pytree_node=False, default=0.0)
+
+    def __post_init__(self):
+        if self.kind not in MODES:
+            raise ConfigError(f"mode.kind={self.kind!r}: expected one of {MODES}")
+        if not 1 <= self.adc_bits <= 16:
+            raise ConfigError(f"mode.adc_bits={self.adc_bits}: expected 1..16")
+        if self.rows_per_array < 1:
+            raise ConfigError(f"mode.rows_per_array={self.rows_per_array}: expected >= 1")
+        if self.noise_std < 0:
+            raise ConfigError(f"mode.noise_std={self.noise_std}: expected >= 0")
+
+    @property
+    def is_analog(self) -> bool:
+        return self.kind == "analog"
+
+
+@dataclasses.dataclass(frozen=True)
+class OpCount:
+    """`count` operations of `kind` on operands of widths `bits`, per example.
+
+    Kinds used by the built-in operators: "mul" (integer multiply, bits=(b_x, b_w)), "fmul"/"fadd"
+    (float), "add" (integer add into the accumulator, bits=(B,)), "cim_mac" (analog multiply-
+    accumulate in a crossbar cell, bits=(b_x, b_w)), "adc" (one conversion, bits=(b_adc,)).
+    Later operators add their own (e.g. "shift", "xnor", "popcount"); the hardware model looks each
+    kind up in its energy table.
+    """
+
+    kind: str
+    bits: tuple[int, ...]
+    count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractionShape:
+    """What one layer contracts per example: `outputs` output elements, each a reduction over
+    `fan_in` products (so MACs = outputs * fan_in)."""
+
+    outputs: int
+    fan_in: int
+
+    @property
+    def macs(self) -> int:
+        return self.outputs * self.fan_in
+
+
+def normalize_padding(padding: str | Sequence) -> Padding:
+    """'SAME'/'VALID' or per-spatial-dim (low, high) pairs, as a hashable value."""
+    if isinstance(padding, str):
+        p = padding.upper()
+        if p not in ("SAME", "VALID"):
+            raise ConfigError(f"padding={padding!r}: expected 'SAME', 'VALID' or (lo, hi) pairs")
+        return p
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def check_conv_shapes(x: jax.Array, w: jax.Array, groups: int) -> None:
+    """Raise a one-line error when NHWC input and HWIO kernel do not fit together."""
+    if x.ndim != 4 or w.ndim != 4:
+        raise ConfigError(f"conv expects NHWC input and HWIO kernel, got shapes {x.shape} and {w.shape}")
+    c_in, c_out = x.shape[-1], w.shape[-1]
+    if c_in % groups or c_out % groups:
+        raise ConfigError(f"groups={groups} must divide input channels {c_in} and output channels {c_out}")
+    if w.shape[2] * groups != c_in:
+        raise ConfigError(
+            f"kernel expects {w.shape[2]}x{groups} input channels but input has {c_in} (shape {x.shape})"
+        )
+
+
+def adc(partial: jax.Array, mode: ComputeMode, rng: jax.Array | None) -> jax.Array:
+    """Digitise crossbar partial sums with a signed `mode.adc_bits` ADC (see module docstring)."""
+    full_scale = jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.abs(partial)), 1e-8))
+    if rng is not None and mode.noise_std > 0:
+        partial = partial + mode.noise_std * full_scale * jax.random.normal(rng, partial.shape, partial.dtype)
+    levels = 2 ** (mode.adc_bits - 1) - 1 if mode.adc_bits > 1 else 1
+    step = full_scale / levels
+    return round_ste(jnp.clip(partial / step, -levels, levels)) * step
+
+
+class Operator:
+    """Base of every operator. Subclasses are `flax.struct.dataclass`es with a static `mode` field
+    and implement `dense_digital`, `conv_digital` and `digital_cost`."""
+
+    name: str = "operator"
+    mode: ComputeMode
+
+    # -- what subclasses implement -------------------------------------------------------------
+    def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:  # pragma: no cover
+        raise NotImplementedError
+
+    def conv_digital(self, x, w, strides, padding, groups) -> jax.Array:  # pragma: no cover
+        raise NotImplementedError
+
+    def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
+                     acc_bits: int) -> tuple[OpCount, ...]:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- public API ----------------------------------------------------------------------------
+    def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        if w.ndim != 2 or x.shape[-1] != w.shape[0]:
+            raise ConfigError(f"dense expects x (..., {w.shape[0] if w.ndim == 2 else '?'}) and w (C_in, C_out); "
+                              f"got x {x.shape} and w {w.shape}")
+        if not self.mode.is_analog:
+            return self.dense_digital(x, w)
+        rows = self.mode.rows_per_array
+        out = 0.0
+        for i, lo in enumerate(range(0, w.shape[0], rows)):
+            part = self.dense_digital(x[..., lo:lo + rows], w[lo:lo + rows])
+            out = out + adc(part, self.mode, None if rng is None else jax.random.fold_in(rng, i))
+        return out
+
+    def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
+             groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
+        check_conv_shapes(x, w, groups)
+        strides, padding = tuple(int(s) for s in strides), normalize_padding(padding)
+        if not self.mode.is_analog:
+            return self.conv_digital(x, w, strides, padding, groups)
+        kh, kw, cg, _ = w.shape
+        chunk = max(1, self.mode.rows_per_array // (kh * kw))  # input channels per crossbar column
+        n, h, wd, _ = x.shape
+        xg = x.reshape(n, h, wd, groups, cg)
+        out = 0.0
+        for i, lo in enumerate(range(0, cg, chunk)):
+            hi = min(lo + chunk, cg)
+            part = self.conv_digital(xg[..., lo:hi].reshape(n, h, wd, groups * (hi - lo)),
+                                     w[:, :, lo:hi, :], strides, padding, groups)
+            out = out + adc(part, self.mode, None if rng is None else jax.random.fold_in(rng, i))
+        return out
+
+    def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
+             acc_bits: int = 32) -> tuple[OpCount, ...]:
+        """Operation counts per example. Analog mode: every product is a crossbar cell operation and
+        each chunk of `rows_per_array` rows costs one ADC conversion per output."""
+        if not self.mode.is_analog:
+            return self.digital_cost(shape, x_format, w_format, acc_bits)
+        chunks = math.ceil(shape.fan_in / self.mode.rows_per_array)
+        return (
+            OpCount("cim_mac", (x_format.bits, w_format.bits), shape.macs),
+            OpCount("adc", (self.mode.adc_bits,), shape.outputs * chunks),
+            OpCount("add", (acc_bits,), shape.outputs * max(chunks - 1, 0)),
+        )

@@ -1,0 +1,15 @@
+"""Quantizers: frozen pytree dataclasses with `quantize` (STE) and `integer` views."""
+
+from pannjax.quant.base import IntegerView, Quantizer
+from pannjax.quant.float_quantizer import FloatQuantizer
+from pannjax.quant.ste import round_ste, scale_grad
+from pannjax.quant.uniform import UniformQuantizer
+
+__all__ = [
+    "FloatQuantizer",
+    "IntegerView",
+    "Quantizer",
+    "UniformQuantizer",
+    "round_ste",
+    "scale_grad",
+]
