@@ -1,0 +1,23 @@
+"""Train a pannjax model.  Examples:
+
+    python experiments/train.py                                   # digits_cnn on digits, float
+    python experiments/train.py quant=uniform quant.w_bits=4 quant.x_bits=4
+    python experiments/train.py -m quant=uniform quant.w_bits=2,4,8
+    python experiments/train.py data=cifar10 model=resnet20 trainer=cifar
+"""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pannjax.runner import exit_on_config_error, run_train
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_config_error():
+        return run_train(cfg, HydraConfig.get().runtime.output_dir)["test_accuracy"]
+
+
+if __name__ == "__main__":
+    main()

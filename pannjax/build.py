@@ -1,0 +1,131 @@
+"""From configuration (plain dicts, e.g. Hydra's `quant`, `op`, `layers` groups) to pytrees.
+
+Three registries turn config names into objects, and code outside the package extends them:
+  * quantization schemes: `quant.name` -> function(**fields) -> (quantizer_w, quantizer_x)
+  * operators:            `op.name`    -> Operator class (fields: its own, plus `mode`)
+  * (models and data sets have their own registries in `pannjax.models` and `pannjax.data`)
+
+Unknown names and unknown or invalid fields raise `ConfigError` with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Mapping
+
+from pannjax.errors import ConfigError
+from pannjax.nn import ArithPolicy, LayerArith
+from pannjax.ops import ComputeMode, MacOperator, Operator
+from pannjax.quant import FloatQuantizer, Quantizer, UniformQuantizer
+
+QuantScheme = Callable[..., tuple[Quantizer, Quantizer]]
+
+#: conventional first/last layer names of every pannjax model
+FIRST_LAST_PATTERN = r"^(stem|head)$"
+
+
+def float_scheme() -> tuple[Quantizer, Quantizer]:
+    """Full precision: fp32 weights and activations."""
+    return FloatQuantizer(), FloatQuantizer()
+
+
+def uniform_scheme(w_bits: int = 4, x_bits: int = 4, w_per_channel: bool = True, w_step_mode: str = "lsq",
+                   x_step_mode: str = "lsq", x_signed: bool | None = None) -> tuple[Quantizer, Quantizer]:
+    """Uniform weights (signed, per output channel by default) and activations (signedness follows the
+    layer's input unless `x_signed` is set), LSQ-learned steps by default."""
+    return (UniformQuantizer(bits=w_bits, signed=True, per_channel=w_per_channel, step_mode=w_step_mode),
+            UniformQuantizer(bits=x_bits, signed=x_signed, step_mode=x_step_mode))
+
+
+_QUANT_SCHEMES: dict[str, QuantScheme] = {"float": float_scheme, "uniform": uniform_scheme}
+_OPERATORS: dict[str, type] = {"mac": MacOperator}
+
+
+def register_quant_scheme(name: str, scheme: QuantScheme) -> None:
+    """Make `quant=<name>` build `scheme(**fields)`."""
+    _QUANT_SCHEMES[name] = scheme
+
+
+def register_operator(name: str, cls: type) -> None:
+    """Make `op=<name>` build `cls(mode=ComputeMode(...), **fields)`."""
+    if not issubclass(cls, Operator):
+        raise ConfigError(f"operator {name!r}: {cls.__name__} does not subclass pannjax.ops.Operator")
+    _OPERATORS[name] = cls
+
+
+def quant_scheme_names() -> list[str]:
+    return sorted(_QUANT_SCHEMES)
+
+
+def operator_names() -> list[str]:
+    return sorted(_OPERATORS)
+
+
+def _call(fn: Callable, fields: Mapping[str, Any], where: str) -> Any:
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(fields) - set(params))
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]} is not a known option; valid: {', '.join(sorted(params))}")
+    return fn(**fields)
+
+
+def build_quantizers(cfg: Mapping[str, Any], where: str = "quant") -> tuple[Quantizer, Quantizer]:
+    """(quantizer_w, quantizer_x) from `{name: ..., <fields>}`; `first_last` is handled by build_policy."""
+    fields = dict(cfg)
+    name = fields.pop("name", None)
+    fields.pop("first_last", None)
+    if name not in _QUANT_SCHEMES:
+        raise ConfigError(f"{where}.name={name!r} is unknown; available: {', '.join(quant_scheme_names())}")
+    return _call(_QUANT_SCHEMES[name], fields, where)
+
+
+def build_operator(cfg: Mapping[str, Any], where: str = "op") -> Operator:
+    fields = dict(cfg)
+    name = fields.pop("name", None)
+    if name not in _OPERATORS:
+        raise ConfigError(f"{where}.name={name!r} is unknown; available: {', '.join(operator_names())}")
+    mode_fields = dict(fields.pop("mode", None) or {})
+    known_mode = {f.name for f in dataclasses.fields(ComputeMode)}
+    unknown = sorted(set(mode_fields) - known_mode)
+    if unknown:
+        raise ConfigError(f"{where}.mode.{unknown[0]} is not a known option; valid: {', '.join(sorted(known_mode))}")
+    cls = _OPERATORS[name]
+    known = {f.name for f in dataclasses.fields(cls)} - {"mode"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]} is not a known option of operator {name!r}; "
+                          f"valid: {', '.join(sorted(known | {'mode'}))}")
+    return cls(mode=ComputeMode(**mode_fields), **fields)
+
+
+def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
+                 layers: list[Mapping[str, Any]] | tuple = ()) -> ArithPolicy:
+    """The network's `ArithPolicy`.
+
+    quant.first_last: "same" (default), "float" or "int8" - the arithmetic of the first layer (``stem``)
+    and the classifier (``head``), which quantization papers usually keep at higher precision.
+    layers: ordered per-layer overrides `[{pattern: <regex on module path>, quant: {...}, op: {...}}]`.
+    """
+    qw, qx = build_quantizers(quant)
+    overrides: list[tuple[str, LayerArith]] = []
+    first_last = quant.get("first_last", "same")
+    if first_last == "float":
+        overrides.append((FIRST_LAST_PATTERN, LayerArith(*float_scheme())))
+    elif first_last == "int8":
+        overrides.append((FIRST_LAST_PATTERN, LayerArith(*uniform_scheme(w_bits=8, x_bits=8))))
+    elif first_last != "same":
+        raise ConfigError(f"quant.first_last={first_last!r}: expected same, float or int8")
+    for i, layer in enumerate(layers):
+        layer = dict(layer)
+        where = f"layers[{i}]"
+        pattern = layer.pop("pattern", None)
+        if pattern is None:
+            raise ConfigError(f"{where}.pattern is missing: give a regex on the layer path, e.g. '^stem$'")
+        quant_i, op_i = layer.pop("quant", None), layer.pop("op", None)
+        if layer:
+            raise ConfigError(f"{where}.{sorted(layer)[0]} is not a known option; valid: pattern, quant, op")
+        w_i, x_i = build_quantizers(quant_i, f"{where}.quant") if quant_i else (None, None)
+        overrides.append((pattern, LayerArith(w_i, x_i, build_operator(op_i, f"{where}.op") if op_i else None)))
+    return ArithPolicy(LayerArith(qw, qx, build_operator(op)), tuple(overrides))

@@ -1,0 +1,174 @@
+"""`train_and_evaluate`: the one training loop every experiment uses (Flax-examples style).
+
+Per epoch: jitted train steps over the deterministic batches of `(seed, epoch)`, a full test-set
+evaluation, one line in `metrics.jsonl`, and an orbax checkpoint. With `resume=True` the latest
+checkpoint in `run_dir/checkpoints` is restored and training continues with the same batches and rngs,
+so the final numbers equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+from flax import traverse_util
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from pannjax.data.base import Dataset
+from pannjax.errors import ConfigError
+from pannjax.runlog import append_metrics
+from pannjax.train.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
+from pannjax.train.state import (OptimizerConfig, TrainState, create_train_state, learning_rate_schedule,
+                                 make_optimizer)
+from pannjax.train.steps import eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """How to train. `stop_after_epochs` ends this process early (a time-limited cluster job); the
+    schedule still spans `epochs`, and `resume=True` continues where it stopped."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    optimizer: OptimizerConfig = OptimizerConfig()
+    checkpoint: bool = True
+    keep_checkpoints: int = 2
+    resume: bool = False
+    stop_after_epochs: int | None = None
+    progress: bool = True
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ConfigError(f"trainer.epochs={self.epochs}: must be >= 1")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("trainer.batch_size and trainer.eval_batch_size must be >= 1")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"trainer.keep_checkpoints={self.keep_checkpoints}: must be >= 1")
+
+
+def evaluate(state: TrainState, dataset: Dataset, batch_size: int, split: str = "test") -> dict[str, float]:
+    """Accuracy and mean loss over every example of `split`."""
+    totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
+    for batch in dataset.batches(split, batch_size, shuffle=False):
+        out = jax.device_get(eval_step(state, batch))
+        for k in totals:
+            totals[k] += out[k]
+    return {"accuracy": float(totals["correct"]) / totals["count"], "loss": float(totals["loss_sum"]) / totals["count"]}
+
+
+def count_params(params: Any) -> int:
+    return int(sum(np.size(p) for p in jax.tree_util.tree_leaves(params)))
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["epoch"] <= upto_epoch]
+
+
+def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfig, seed: int,
+                       run_dir: str | Path, init_params: Any | None = None,
+                       init_batch_stats: Any | None = None) -> tuple[TrainState, dict[str, Any]]:
+    """Train `model` on `dataset`; returns the final state and the results record.
+
+    `init_params`/`init_batch_stats` (e.g. from a float checkpoint) replace the matching entries of the
+    fresh initialisation, for fine-tuning a converted network.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = dataset.steps_per_epoch(trainer.batch_size)
+    total_steps = steps_per_epoch * trainer.epochs
+    tx = make_optimizer(trainer.optimizer, total_steps, steps_per_epoch)
+    lr_at = learning_rate_schedule(trainer.optimizer, total_steps, steps_per_epoch)
+    sample = dataset.train_images[: min(trainer.batch_size, len(dataset.train_images))]
+    state = create_train_state(model, tx, sample, seed)
+    if init_params is not None:
+        params = _overlay(state.params, init_params)
+        state = state.replace(params=params, opt_state=tx.init(params))
+    if init_batch_stats is not None:
+        state = state.replace(batch_stats=_overlay(state.batch_stats, init_batch_stats))
+
+    manager = checkpoint_manager(run_dir / "checkpoints", trainer.keep_checkpoints) if trainer.checkpoint else None
+    metrics_path = run_dir / "metrics.jsonl"
+    start_epoch, history = 0, []
+    if trainer.resume and manager is not None and manager.latest_step() is not None:
+        state, start_epoch = restore_checkpoint(manager, state)
+        history = _read_metrics(metrics_path, start_epoch)
+        log.info("resumed from %s at epoch %d", manager.directory, start_epoch)
+    elif trainer.resume:
+        log.info("trainer.resume=true but no checkpoint in %s: starting from scratch", run_dir / "checkpoints")
+    metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+
+    train_step = make_train_step(dataset.augment)
+    wall_before = history[-1]["wall_seconds"] if history else 0.0
+    t0 = time.perf_counter()
+    last_epoch = trainer.epochs if trainer.stop_after_epochs is None else min(
+        trainer.epochs, start_epoch + trainer.stop_after_epochs)
+    for epoch in range(start_epoch, last_epoch):
+        sums, n = {"loss": 0.0, "accuracy": 0.0}, 0
+        bar = tqdm(dataset.batches("train", trainer.batch_size, epoch=epoch, seed=seed), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{trainer.epochs}", disable=not trainer.progress, leave=False)
+        pending = []
+        for batch in bar:
+            state, m = train_step(state, batch)
+            pending.append(m)
+            if len(pending) == trainer.log_every:
+                sums, n = _accumulate(sums, n, pending)
+                pending = []
+                bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", acc=f"{sums['accuracy'] / n:.3f}")
+        sums, n = _accumulate(sums, n, pending)
+        test = evaluate(state, dataset, trainer.eval_batch_size)
+        record = {"epoch": epoch + 1, "step": int(state.step), "train_loss": sums["loss"] / n,
+                  "train_accuracy": sums["accuracy"] / n, "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                  "lr": float(lr_at(int(state.step))),
+                  "wall_seconds": wall_before + time.perf_counter() - t0}
+        append_metrics(run_dir, record)
+        history.append(record)
+        log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  test_acc %.4f", epoch + 1, trainer.epochs,
+                 record["train_loss"], record["train_accuracy"], record["test_accuracy"])
+        if manager is not None:
+            save_checkpoint(manager, epoch + 1, state, {"test_accuracy": test["accuracy"]})
+    if manager is not None:
+        manager.close()
+
+    final = history[-1] if history else {}
+    best = max(history, key=lambda r: r["test_accuracy"]) if history else {}
+    results = {
+        "test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
+        "train_loss": final.get("train_loss"), "train_accuracy": final.get("train_accuracy"),
+        "best_test_accuracy": best.get("test_accuracy"), "best_epoch": best.get("epoch"),
+        "epochs": final.get("epoch", 0), "epochs_planned": trainer.epochs, "steps": int(state.step),
+        "seed": seed, "wall_seconds": final.get("wall_seconds", 0.0), "params": count_params(state.params),
+        "completed": final.get("epoch", 0) == trainer.epochs,
+    }
+    return state, results
+
+
+def _accumulate(sums: dict, n: int, pending: list[dict]) -> tuple[dict, int]:
+    for m in jax.device_get(pending):
+        for k in sums:
+            sums[k] += float(m[k])
+        n += 1
+    return sums, n
+
+
+def _overlay(fresh: Any, given: Any) -> Any:
+    """`fresh` with every leaf that `given` also has (same path and shape) taken from `given`."""
+    flat_fresh = traverse_util.flatten_dict(fresh)
+    flat_given = traverse_util.flatten_dict(given)
+    for key, value in flat_given.items():
+        if key in flat_fresh and np.shape(flat_fresh[key]) == np.shape(value):
+            flat_fresh[key] = value
+    return traverse_util.unflatten_dict(flat_fresh)

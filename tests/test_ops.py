@@ -1,0 +1,90 @@
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pannjax.errors import ConfigError
+from pannjax.numerics import FLOAT32, NumberFormat
+from pannjax.ops import ComputeMode, ContractionShape, MacOperator
+
+
+def reference_conv(x, w, stride, pad, groups):
+    """Direct loops over output positions (numpy), NHWC/HWIO, explicit symmetric padding."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    n, h, wd, c = x.shape
+    kh, kw, cg, co = w.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    out = np.zeros((n, ho, wo, co))
+    og = co // groups
+    for i, j, o in itertools.product(range(ho), range(wo), range(co)):
+        g = o // og
+        patch = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw, g * cg:(g + 1) * cg]
+        out[:, i, j, o] = np.einsum("nhwc,hwc->n", patch, w[..., o])
+    return out
+
+
+@pytest.mark.parametrize("stride,pad,groups", [(1, 1, 1), (2, 1, 1), (1, 0, 2), (2, 1, 8)])
+def test_mac_conv_matches_reference(stride, pad, groups):
+    x = jax.random.normal(jax.random.key(0), (2, 7, 7, 8))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 8 // groups, 8))
+    y = MacOperator().conv(x, w, (stride, stride), ((pad, pad), (pad, pad)), groups)
+    np.testing.assert_allclose(y, reference_conv(x, w, stride, pad, groups), rtol=1e-5, atol=1e-5)
+
+
+def test_mac_dense_and_gradient():
+    x = jax.random.normal(jax.random.key(0), (5, 12))
+    w = jax.random.normal(jax.random.key(1), (12, 3))
+    np.testing.assert_allclose(MacOperator().dense(x, w), np.asarray(x) @ np.asarray(w), rtol=1e-5)
+    gx = jax.grad(lambda x: MacOperator().dense(x, w).sum())(x)
+    np.testing.assert_allclose(gx, np.broadcast_to(np.asarray(w).sum(1), x.shape), rtol=1e-5)
+
+
+def test_analog_mode_quantizes_each_chunk_partial_sum():
+    """With one row per array and a 1-bit-per-sign ADC, each chunk's sum is sign(p) * max|p|."""
+    x = jax.random.normal(jax.random.key(2), (4, 6))
+    w = jax.random.normal(jax.random.key(3), (6, 2))
+    fine = MacOperator(mode=ComputeMode("analog", adc_bits=16, rows_per_array=4)).dense(x, w)
+    np.testing.assert_allclose(fine, np.asarray(x) @ np.asarray(w), atol=2e-3)
+    coarse = MacOperator(mode=ComputeMode("analog", adc_bits=2, rows_per_array=6)).dense(x, w)
+    p = np.asarray(x) @ np.asarray(w)
+    np.testing.assert_allclose(coarse, np.round(p / np.abs(p).max()) * np.abs(p).max(), rtol=1e-6)
+    xc = jax.random.normal(jax.random.key(4), (2, 5, 5, 16))
+    wc = jax.random.normal(jax.random.key(5), (3, 3, 16, 4))
+    analog = MacOperator(mode=ComputeMode("analog", adc_bits=12, rows_per_array=36)).conv(xc, wc)
+    np.testing.assert_allclose(analog, MacOperator().conv(xc, wc), atol=0.05)
+
+
+def test_analog_noise_needs_rng_and_changes_output():
+    op = MacOperator(mode=ComputeMode("analog", adc_bits=8, rows_per_array=4, noise_std=0.1))
+    x, w = jnp.ones((2, 8)), jnp.ones((8, 3))
+    assert not np.allclose(op.dense(x, w, rng=jax.random.key(0)), op.dense(x, w))
+
+
+def test_mac_cost_counts():
+    shape = ContractionShape(outputs=100, fan_in=27)
+    counts = {c.kind: c for c in MacOperator().cost(shape, NumberFormat("int", 4, False), NumberFormat("int", 4), 32)}
+    assert counts["mul"].count == 2700 and counts["mul"].bits == (4, 4)
+    assert counts["add"].count == 2700 and counts["add"].bits == (32,)
+    assert {c.kind for c in MacOperator().cost(shape, FLOAT32, FLOAT32)} == {"fmul", "fadd"}
+    analog = {c.kind: c for c in MacOperator(mode=ComputeMode("analog", adc_bits=6, rows_per_array=10)).cost(
+        shape, NumberFormat("int", 4, False), NumberFormat("int", 4))}
+    assert analog["cim_mac"].count == 2700 and analog["adc"].count == 300 and analog["adc"].bits == (6,)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kind="optical"), dict(adc_bits=0), dict(rows_per_array=0), dict(noise_std=-1)])
+def test_bad_mode(kwargs):
+    with pytest.raises(ConfigError):
+        ComputeMode(**kwargs)
+
+
+def test_shape_mismatch_errors_are_one_line():
+    with pytest.raises(ConfigError, match="input channels") as e:
+        MacOperator().conv(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 4, 8)))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="dense expects"):
+        MacOperator().dense(jnp.ones((2, 5)), jnp.ones((4, 3)))
+    with pytest.raises(ConfigError, match="groups"):
+        MacOperator().conv(jnp.ones((1, 4, 4, 6)), jnp.ones((3, 3, 1, 8)), groups=6)
