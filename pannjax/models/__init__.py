@@ -13,8 +13,16 @@ import flax.linen as nn
 
 from pannjax.errors import ConfigError
 from pannjax.models.digits_cnn import DigitsCNN
+from pannjax.models.resnet import ResNet
+from pannjax.models.shufflenet import ShuffleNetV2
+from pannjax.models.squeezenet import SqueezeNet
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {"digits_cnn": DigitsCNN}
+_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "digits_cnn": DigitsCNN,
+    "resnet": ResNet,
+    "squeezenet": SqueezeNet,
+    "shufflenet": ShuffleNetV2,
+}
 
 
 def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
@@ -38,4 +46,6 @@ def build_model(name: str, **kwargs) -> nn.Module:
         raise ConfigError(f"model {name!r}: {e}") from None
 
 
-__all__ = ["DigitsCNN", "build_model", "model_names", "register_model"]
+__all__ = [
+    "DigitsCNN", "ResNet", "ShuffleNetV2", "SqueezeNet", "build_model", "model_names", "register_model",
+]
