@@ -1,0 +1,21 @@
+"""Power and energy models of DNN arithmetic (PANN, arXiv 2202.02783, Sec. 3): analytic bit-flip models,
+a bit-accurate toggle simulator (JAX), energy tables with sources, and a per-layer network report.
+Imports no Flax (the report reaches models only through `pannjax.nn.describe_layers`/`capture`)."""
+
+from pannjax.hw.bitflips import (MacToggles, OperandStats, bitflips_accumulator, bitflips_adder, bitflips_mac,
+                                 bitflips_multiplier, bitflips_partial_products, bitflips_product_register,
+                                 bitflips_register, bitflips_repeated_addition, bitflips_sign_extension,
+                                 equivalent_additions, product_distribution)
+from pannjax.hw.energy import DEFAULT_TABLE, EnergyTable
+from pannjax.hw.report import LayerPower, NetworkReport, build_report, layer_streams
+from pannjax.hw.toggle_sim import (COMPONENTS, DATAFLOWS, MacConfig, mean_toggles, reference_toggles,
+                                   simulate_toggles, toggle_counts)
+
+__all__ = [
+    "COMPONENTS", "DATAFLOWS", "DEFAULT_TABLE", "EnergyTable", "LayerPower", "MacConfig", "MacToggles",
+    "NetworkReport", "OperandStats", "bitflips_accumulator", "bitflips_adder", "bitflips_mac",
+    "bitflips_multiplier", "bitflips_partial_products", "bitflips_product_register", "bitflips_register",
+    "bitflips_repeated_addition", "bitflips_sign_extension", "build_report", "equivalent_additions",
+    "layer_streams", "mean_toggles", "product_distribution", "reference_toggles", "simulate_toggles",
+    "toggle_counts",
+]
