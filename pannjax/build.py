@@ -17,7 +17,10 @@ from typing import Any, Callable, Mapping
 from pannjax.errors import ConfigError
 from pannjax.nn import ArithPolicy, LayerArith
 from pannjax.ops import ComputeMode, MacOperator, Operator
+from pannjax.ops.shift import ShiftOperator
 from pannjax.quant import FloatQuantizer, Quantizer, UniformQuantizer
+from pannjax.quant.apot import ApotQuantizer
+from pannjax.quant.pot import PotQuantizer
 
 QuantScheme = Callable[..., tuple[Quantizer, Quantizer]]
 
@@ -38,8 +41,26 @@ def uniform_scheme(w_bits: int = 4, x_bits: int = 4, w_per_channel: bool = True,
             UniformQuantizer(bits=x_bits, signed=x_signed, step_mode=x_step_mode))
 
 
-_QUANT_SCHEMES: dict[str, QuantScheme] = {"float": float_scheme, "uniform": uniform_scheme}
-_OPERATORS: dict[str, type] = {"mac": MacOperator}
+def pot_scheme(w_bits: int = 4, x_bits: int = 4, w_zero_level: bool = False, w_per_channel: bool = True,
+               w_scale_mode: str = "learned", x_step_mode: str = "lsq",
+               x_signed: bool | None = None) -> tuple[Quantizer, Quantizer]:
+    """Power-of-two weights (sign + exponent; `w_zero_level` reserves a code for zero, see
+    pannjax/quant/pot.py) and uniform activations as in `uniform_scheme`."""
+    return (PotQuantizer(bits=w_bits, zero_level=w_zero_level, per_channel=w_per_channel, scale_mode=w_scale_mode),
+            UniformQuantizer(bits=x_bits, signed=x_signed, step_mode=x_step_mode))
+
+
+def apot_scheme(w_bits: int = 5, x_bits: int = 4, w_k: int = 2, w_per_channel: bool = True,
+                w_scale_mode: str = "learned", x_step_mode: str = "lsq",
+                x_signed: bool | None = None) -> tuple[Quantizer, Quantizer]:
+    """Additive powers-of-two weights (k bits per term, pannjax/quant/apot.py) and uniform activations."""
+    return (ApotQuantizer(bits=w_bits, k=w_k, per_channel=w_per_channel, scale_mode=w_scale_mode),
+            UniformQuantizer(bits=x_bits, signed=x_signed, step_mode=x_step_mode))
+
+
+_QUANT_SCHEMES: dict[str, QuantScheme] = {"float": float_scheme, "uniform": uniform_scheme,
+                                          "pot": pot_scheme, "apot": apot_scheme}
+_OPERATORS: dict[str, type] = {"mac": MacOperator, "shift": ShiftOperator}
 
 
 def register_quant_scheme(name: str, scheme: QuantScheme) -> None:

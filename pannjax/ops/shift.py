@@ -1,0 +1,149 @@
+"""`ShiftOperator`: bitshift-and-accumulate (BAC) for power-of-two weights, and the integer shift path.
+
+With weights w_ij = sign_ij * 2^-shift_ij * s_w (PoT, `pannjax.quant.PotQuantizer`) and activations
+x_i = c_i * s_x (integer codes c_i), every product is a shift instead of a multiplication
+(Przewlocka-Rus & Kryjak, arXiv 2209.15257; Przewlocka-Rus et al., arXiv 2203.05025):
+
+    y_j = s_x * s_w * 2^-M * sum_i sign_ij * (c_i << (M - shift_ij)),      M = max_shift
+
+The left shift by M - shift (instead of a right shift by `shift`) keeps every product exact: it is the
+same datapath as a right shift into an accumulator with M fractional bits. Zero weights (sign 0,
+pruned) contribute nothing and are skipped by the hardware.
+
+`shift_accumulate` (dense) and `shift_conv` (NHWC/HWIO, strides, padding, groups) are that integer
+reference path, written with int32 shifts and adds only; they are plain functions so every shift-based
+operator (this one, DeepShift) shares them. In float mode `dense`/`conv` are exactly MAC on the
+fake-quantized PoT weights, so training uses fast XLA contractions; the integer path matches them bit
+for bit whenever the float sums are exact (power-of-two scales, |sums| < 2^24).
+
+Cost per example: each non-zero weight's product is one shift of the b_x-bit activation by up to
+M = 2^(b_w-1) - 1 positions (a barrel shifter, OpCount "shift", bits=(b_x, M)) and one addition into
+the B-bit accumulator ("add", bits=(B,)). `density` (the fraction of non-zero weights, from pruning)
+scales both counts: zero weights are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from pannjax.errors import ConfigError
+from pannjax.numerics import NumberFormat
+from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount, Padding, check_conv_shapes, \
+    normalize_padding
+from pannjax.quant.base import IntegerView
+
+
+def _check_shift_operands(sign: jax.Array, shift: jax.Array, max_shift: int) -> None:
+    if sign.shape != shift.shape:
+        raise ConfigError(f"sign {sign.shape} and shift {shift.shape} must have the same shape")
+    if not 0 <= max_shift <= 30:
+        raise ConfigError(f"max_shift={max_shift}: expected 0..30 for an int32 accumulator")
+
+
+def shift_accumulate(x_codes: jax.Array, sign: jax.Array, shift: jax.Array, max_shift: int) -> jax.Array:
+    """y_j = sum_i sign_ij * (x_i << (max_shift - shift_ij)), all int32.
+
+    x_codes: (..., C_in) integers; sign, shift: (C_in, C_out) integers, sign in {-1, 0, 1}, shift in
+    0..max_shift. The caller guarantees no int32 overflow (|x| * 2^max_shift * C_in < 2^31)."""
+    _check_shift_operands(sign, shift, max_shift)
+    if x_codes.shape[-1] != sign.shape[0]:
+        raise ConfigError(f"shift_accumulate: x {x_codes.shape} does not match weights {sign.shape}")
+    x = x_codes.astype(jnp.int32)[..., :, None]
+    shifted = jnp.left_shift(x, (max_shift - shift).astype(jnp.int32))
+    return jnp.sum(sign.astype(jnp.int32) * shifted, axis=-2, dtype=jnp.int32)
+
+
+def shift_conv(x_codes: jax.Array, sign: jax.Array, shift: jax.Array, max_shift: int,
+               strides: Sequence[int] = (1, 1), padding: Padding = "SAME", groups: int = 1) -> jax.Array:
+    """Integer convolution by shifts and adds: NHWC codes, HWIO sign/shift (I = C_in / groups).
+
+    Patches are extracted (exact: codes are small integers) and each group is a `shift_accumulate`."""
+    check_conv_shapes(x_codes, sign, groups)
+    _check_shift_operands(sign, shift, max_shift)
+    kh, kw, cg, c_out = sign.shape
+    patches = jax.lax.conv_general_dilated_patches(
+        x_codes.astype(jnp.float32), (kh, kw), tuple(strides), normalize_padding(padding),
+        dimension_numbers=("NHWC", "HWIO", "NHWC")).astype(jnp.int32)  # features ordered (C_in, kh, kw)
+    n, ho, wo, _ = patches.shape
+    og = c_out // groups
+    patches = patches.reshape(n, ho, wo, groups, cg * kh * kw)
+
+    def weights(a):  # HWIO -> (groups, C_g * kh * kw, O_g), rows ordered like the patch features
+        return a.reshape(kh, kw, cg, groups, og).transpose(3, 2, 0, 1, 4).reshape(groups, cg * kh * kw, og)
+
+    out = jax.vmap(lambda xg, sg, hg: shift_accumulate(xg, sg, hg, max_shift), in_axes=(3, 0, 0), out_axes=3)(
+        patches, weights(sign), weights(shift))
+    return out.reshape(n, ho, wo, c_out)
+
+
+def _pot_parts(w: IntegerView) -> tuple[jax.Array, jax.Array, int]:
+    if not all(hasattr(w, a) for a in ("sign", "shift", "max_shift")):
+        raise ConfigError("the shift operator's integer path needs power-of-two weights "
+                          "(PotQuantizer.integer); got a plain IntegerView")
+    return w.sign, w.shift, w.max_shift
+
+
+def _rescale(acc: jax.Array, x: IntegerView, w: IntegerView) -> jax.Array:
+    """acc * s_x * s_w: one scale for the activations, one per tensor or per output channel for weights."""
+    c_out = acc.shape[-1]
+    if jnp.size(x.scale) != 1 or jnp.size(w.scale) not in (1, c_out):
+        raise ConfigError(f"integer path needs a per-tensor activation scale and per-tensor or per-output-channel "
+                          f"weight scales; got shapes {jnp.shape(x.scale)} and {jnp.shape(w.scale)}")
+    return acc.astype(jnp.float32) * (jnp.reshape(x.scale, ()) * jnp.reshape(w.scale, (-1,)))
+
+
+@struct.dataclass
+class ShiftOperator(Operator):
+    """Bitshift-and-accumulate. Float path: `x @ w` / `lax.conv_general_dilated` on PoT-valued weights
+    (identical to MAC). Integer path: `dense_integer` / `conv_integer` from the quantizers' integer
+    views, computed with shifts and adds only. See the module docstring for the formula and cost."""
+
+    name = "shift"
+    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
+
+    def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        return jnp.matmul(x, w)
+
+    def conv_digital(self, x, w, strides, padding, groups) -> jax.Array:
+        return jax.lax.conv_general_dilated(
+            x, w, window_strides=strides, padding=padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+    # -- integer reference path ----------------------------------------------------------------
+    def dense_integer(self, x: IntegerView, w: IntegerView) -> jax.Array:
+        """The dense output from integer views: int32 shift-accumulate, then one rescale."""
+        sign, shift, max_shift = _pot_parts(w)
+        return _rescale(shift_accumulate(x.codes, sign, shift, max_shift), x, w)
+
+    def conv_integer(self, x: IntegerView, w: IntegerView, strides: Sequence[int] = (1, 1),
+                     padding: Padding = "SAME", groups: int = 1) -> jax.Array:
+        sign, shift, max_shift = _pot_parts(w)
+        return _rescale(shift_conv(x.codes, sign, shift, max_shift, strides, padding, groups), x, w)
+
+    # -- cost ----------------------------------------------------------------------------------
+    def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
+                     acc_bits: int) -> tuple[OpCount, ...]:
+        return self._counts(shape, x_format, w_format, acc_bits, 1.0)
+
+    def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
+             acc_bits: int = 32, density: float = 1.0) -> tuple[OpCount, ...]:
+        """Op counts per example; `density` = fraction of non-zero weights (zero weights are skipped in
+        digital mode; an analog crossbar computes every cell, so density does not apply there)."""
+        if not 0.0 <= density <= 1.0:
+            raise ConfigError(f"density={density!r}: expected a fraction of non-zero weights in [0, 1]")
+        if self.mode.is_analog:
+            return super().cost(shape, x_format, w_format, acc_bits)
+        return self._counts(shape, x_format, w_format, acc_bits, density)
+
+    @staticmethod
+    def _counts(shape, x_format, w_format, acc_bits, density) -> tuple[OpCount, ...]:
+        n = round(shape.macs * density)
+        if x_format.is_float or w_format.is_float:
+            bits = max(x_format.bits, w_format.bits)
+            return (OpCount("fmul", (bits,), n), OpCount("fadd", (bits,), n))
+        max_shift = 2 ** (w_format.bits - 1) - 1
+        return (OpCount("shift", (x_format.bits, max_shift), n), OpCount("add", (acc_bits,), n))
