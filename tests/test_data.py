@@ -15,7 +15,6 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from tensorflow_datasets.testing import mocking
 
 from pannjax.data import (ConfigError, CorruptDataError, DataNotFoundError, Dataset, crop_and_flip, load_dataset,
                           register_dataset)
@@ -108,16 +107,6 @@ def test_crops_are_zero_padded_translations():
 
 
 # ---------------------------------------------------------------- CIFAR through tfds
-
-@pytest.fixture
-def mock_cifar(monkeypatch):
-    """tfds' mock data source, with its batched `__getitems__` fixed: tfds 4.9.10 assigns it to a
-    MagicMock instance as an unbound `functools.partial(_getitems, generator=...)`, so it is called
-    without `self` and fails; only the plain `__getitem__` mock works there."""
-    monkeypatch.setattr(mocking, "_getitems", lambda keys, generator, serialized=False: [generator[k] for k in keys])
-    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-        yield
-
 
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_from_mocked_tfds(mock_cifar, tmp_path, name, classes):

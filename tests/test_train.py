@@ -50,6 +50,17 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
     assert epochs == [1, 2, 3]
 
 
+@pytest.mark.parametrize("model", ["model=resnet20 model.width=4", "model=squeezenet",
+                                   "model=shufflenet model.scale=0.5 model.stage_repeats=[1,1,1]"])
+def test_cifar_pipeline_trains_paper_models_on_mocked_tfds(mock_cifar, tmp_path, model):
+    """The CIFAR path end to end (tfds data_source, augmentation, training, evaluation) for a few steps."""
+    cfg = compose_train("data=cifar10", *model.split(), "trainer=cifar", "trainer.epochs=1", "trainer.batch_size=4",
+                        "trainer.progress=false", "trainer.checkpoint=false", f"data.data_dir={tmp_path}/tfds")
+    results = run_train(cfg, tmp_path / "run")
+    assert results["steps"] == 3 and results["epochs"] == 1
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["train_loss"] == results["train_loss"]  # not NaN
+
+
 def test_same_seed_same_numbers_different_seed_different_numbers(tmp_path):
     a = run_train(compose_train(*FAST, "trainer.epochs=1", "trainer.checkpoint=false"), tmp_path / "a")
     b = run_train(compose_train(*FAST, "trainer.epochs=1", "trainer.checkpoint=false"), tmp_path / "b")
