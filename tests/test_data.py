@@ -14,7 +14,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from pannjax.data import (ConfigError, CorruptDataError, DataNotFoundError, Dataset, crop_and_flip, load_dataset,
                           register_dataset)

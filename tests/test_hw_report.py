@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pannjax.errors import ConfigError
-from pannjax.hw.energy import DEFAULT_TABLE, EnergyTable
+from pannjax.hw.energy import EnergyTable
 from pannjax.hw.report import build_report, layer_streams
 from pannjax.models import build_model
 from pannjax.nn import ArithPolicy, LayerArith

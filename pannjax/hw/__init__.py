@@ -8,6 +8,7 @@ from pannjax.hw.bitflips import (MacToggles, OperandStats, bitflips_accumulator,
                                  equivalent_additions, product_distribution)
 from pannjax.hw.energy import DEFAULT_TABLE, EnergyTable
 from pannjax.hw.report import LayerPower, NetworkReport, build_report, layer_streams
+from pannjax.hw.study import run_power_study
 from pannjax.hw.toggle_sim import (COMPONENTS, DATAFLOWS, MacConfig, mean_toggles, reference_toggles,
                                    simulate_toggles, toggle_counts)
 
@@ -16,6 +17,6 @@ __all__ = [
     "NetworkReport", "OperandStats", "bitflips_accumulator", "bitflips_adder", "bitflips_mac",
     "bitflips_multiplier", "bitflips_partial_products", "bitflips_product_register", "bitflips_register",
     "bitflips_repeated_addition", "bitflips_sign_extension", "build_report", "equivalent_additions",
-    "layer_streams", "mean_toggles", "product_distribution", "reference_toggles", "simulate_toggles",
+    "layer_streams", "mean_toggles", "product_distribution", "reference_toggles", "run_power_study", "simulate_toggles",
     "toggle_counts",
 ]

@@ -20,7 +20,6 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from pannjax.ops import MacOperator, Operator
 from pannjax.ops.base import normalize_padding
