@@ -24,7 +24,6 @@ scale = s * gamma * 2^-E; codes * scale == quantize(w) exactly.
 from __future__ import annotations
 
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -34,10 +33,8 @@ from flax import struct
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.quant.base import IntegerView, Quantizer
-from pannjax.quant.pot import SCALE_MODES
-from pannjax.quant.ste import scale_grad
+from pannjax.quant.scale import FullScale
 
-_EPS = 1e-8
 
 
 @jax.custom_vjp
@@ -60,7 +57,7 @@ _scaled_ste.defvjp(_scaled_ste_fwd, _scaled_ste_bwd)
 
 
 @struct.dataclass
-class ApotQuantizer(Quantizer):
+class ApotQuantizer(FullScale, Quantizer):
     """b-bit additive powers-of-two weight quantizer with k bits per term (see module docstring)."""
 
     bits: int = struct.field(pytree_node=False, default=5)
@@ -80,8 +77,7 @@ class ApotQuantizer(Quantizer):
         if self.max_exponent > 30:
             raise ConfigError(f"bits={self.bits}, k={self.k}: smallest term 2^-{self.max_exponent} exceeds "
                               "int32 codes; use a smaller k")
-        if self.scale_mode not in SCALE_MODES:
-            raise ConfigError(f"scale_mode={self.scale_mode!r}: expected one of {SCALE_MODES}")
+        self.check_scale_mode()
         if self.scale_mode == "fixed" and not self.fixed_scale > 0:
             raise ConfigError(f"fixed_scale={self.fixed_scale!r}: must be > 0")
 
@@ -115,29 +111,6 @@ class ApotQuantizer(Quantizer):
         computes them (code * gamma 2^-E)."""
         mags = (self._magnitude_codes().astype(np.float32) * np.float32(self._code_scale())).tolist()
         return tuple(sorted({-m for m in mags if m} | set(mags)))
-
-    # -- scale -------------------------------------------------------------------------------
-    def _reduce_axes(self, x: jax.Array) -> tuple[int, ...]:
-        if not self.per_channel:
-            return tuple(range(x.ndim))
-        axis = self.channel_axis % x.ndim
-        return tuple(a for a in range(x.ndim) if a != axis)
-
-    def init_learned(self, x: jax.Array) -> dict[str, jax.Array]:
-        if self.scale_mode != "learned":
-            return {}
-        return {"scale": jnp.maximum(jnp.max(jnp.abs(x), axis=self._reduce_axes(x), keepdims=True), _EPS)}
-
-    def scale_for(self, x: jax.Array) -> jax.Array:
-        if self.scale_mode == "fixed":
-            return jnp.asarray(self.fixed_scale, x.dtype)
-        if self.scale_mode == "max":
-            max_abs = jnp.max(jnp.abs(x), axis=self._reduce_axes(x), keepdims=True)
-            return jax.lax.stop_gradient(jnp.maximum(max_abs, _EPS))
-        if self.scale is None:
-            raise ConfigError("ApotQuantizer(scale_mode='learned') has no learned scale bound: use it inside a "
-                              "QConv/QDense, or call with_learned(**init_learned(x)) first")
-        return scale_grad(self.scale, 1.0 / math.sqrt(x.size // self.scale.size))
 
     # -- quantization ------------------------------------------------------------------------
     def _codes(self, u: jax.Array) -> jax.Array:

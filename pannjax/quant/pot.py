@@ -44,7 +44,6 @@ integer codes then need at most 2^(b-1)+1 <= 17 bits and stay exact in int32 and
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -53,10 +52,8 @@ from flax import struct
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.quant.base import IntegerView, Quantizer
-from pannjax.quant.ste import scale_grad
+from pannjax.quant.scale import FullScale
 
-SCALE_MODES = ("learned", "max", "fixed")
-_EPS = 1e-8
 
 
 @jax.custom_vjp
@@ -90,7 +87,7 @@ class PotIntegerView(IntegerView):
 
 
 @struct.dataclass
-class PotQuantizer(Quantizer):
+class PotQuantizer(FullScale, Quantizer):
     """b-bit power-of-two weight quantizer (see module docstring for levels, rounding and gradients)."""
 
     bits: int = struct.field(pytree_node=False, default=4)
@@ -105,8 +102,7 @@ class PotQuantizer(Quantizer):
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 5:
             raise ConfigError(f"bits={self.bits!r}: power-of-two quantization needs an integer in 2..5 "
                               "(1 sign bit + exponent bits; 5 bits already span shifts 0..15)")
-        if self.scale_mode not in SCALE_MODES:
-            raise ConfigError(f"scale_mode={self.scale_mode!r}: expected one of {SCALE_MODES}")
+        self.check_scale_mode()
         if self.scale_mode == "fixed" and not self.fixed_scale > 0:
             raise ConfigError(f"fixed_scale={self.fixed_scale!r}: must be > 0")
 
@@ -132,30 +128,6 @@ class PotQuantizer(Quantizer):
         """All representable values in units of the scale, ascending (exact powers of two)."""
         mags = [2.0 ** -k for k in range(self.n_magnitudes)]
         return tuple(sorted([-m for m in mags] + ([0.0] if self.zero_level else []) + mags))
-
-    # -- scale -------------------------------------------------------------------------------
-    def _reduce_axes(self, x: jax.Array) -> tuple[int, ...]:
-        if not self.per_channel:
-            return tuple(range(x.ndim))
-        axis = self.channel_axis % x.ndim
-        return tuple(a for a in range(x.ndim) if a != axis)
-
-    def init_learned(self, x: jax.Array) -> dict[str, jax.Array]:
-        if self.scale_mode != "learned":
-            return {}
-        return {"scale": jnp.maximum(jnp.max(jnp.abs(x), axis=self._reduce_axes(x), keepdims=True), _EPS)}
-
-    def scale_for(self, x: jax.Array) -> jax.Array:
-        """The scale s used for tensor `x` (broadcastable to x)."""
-        if self.scale_mode == "fixed":
-            return jnp.asarray(self.fixed_scale, x.dtype)
-        if self.scale_mode == "max":
-            max_abs = jnp.max(jnp.abs(x), axis=self._reduce_axes(x), keepdims=True)
-            return jax.lax.stop_gradient(jnp.maximum(max_abs, _EPS))
-        if self.scale is None:
-            raise ConfigError("PotQuantizer(scale_mode='learned') has no learned scale bound: use it inside a "
-                              "QConv/QDense, or call with_learned(**init_learned(x)) first")
-        return scale_grad(self.scale, 1.0 / math.sqrt(x.size // self.scale.size))
 
     # -- quantization ------------------------------------------------------------------------
     def _sign_shift(self, u: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -28,10 +28,10 @@ from flax import struct
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.quant.base import IntegerView, Quantizer
+from pannjax.quant.scale import EPS, reduce_axes
 from pannjax.quant.ste import round_ste, scale_grad
 
 STEP_MODES = ("lsq", "max", "fixed")
-_EPS = 1e-8
 
 
 @struct.dataclass
@@ -89,25 +89,19 @@ class UniformQuantizer(Quantizer):
         return NumberFormat("int", self.bits, self._signed)
 
     # -- step --------------------------------------------------------------------------------
-    def _reduce_axes(self, x: jax.Array) -> tuple[int, ...]:
-        if not self.per_channel:
-            return tuple(range(x.ndim))
-        axis = self.channel_axis % x.ndim
-        return tuple(a for a in range(x.ndim) if a != axis)
-
     def init_learned(self, x: jax.Array) -> dict[str, jax.Array]:
         if self.step_mode != "lsq":
             return {}
-        mean_abs = jnp.mean(jnp.abs(x), axis=self._reduce_axes(x), keepdims=True)
-        return {"step": jnp.maximum(2.0 * mean_abs / math.sqrt(self.q_pos), _EPS)}
+        mean_abs = jnp.mean(jnp.abs(x), axis=reduce_axes(x, self.per_channel, self.channel_axis), keepdims=True)
+        return {"step": jnp.maximum(2.0 * mean_abs / math.sqrt(self.q_pos), EPS)}
 
     def step_for(self, x: jax.Array) -> jax.Array:
         """The step s used for tensor `x` (broadcastable to x)."""
         if self.step_mode == "fixed":
             return jnp.asarray(self.fixed_step, x.dtype)
         if self.step_mode == "max":
-            max_abs = jnp.max(jnp.abs(x), axis=self._reduce_axes(x), keepdims=True)
-            return jax.lax.stop_gradient(jnp.maximum(max_abs / self.q_pos, _EPS))
+            max_abs = jnp.max(jnp.abs(x), axis=reduce_axes(x, self.per_channel, self.channel_axis), keepdims=True)
+            return jax.lax.stop_gradient(jnp.maximum(max_abs / self.q_pos, EPS))
         if self.step is None:
             raise ConfigError(
                 "UniformQuantizer(step_mode='lsq') has no learned step bound: use it inside a "
