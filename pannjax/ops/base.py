@@ -113,6 +113,13 @@ def check_conv_shapes(x: jax.Array, w: jax.Array, groups: int) -> None:
         )
 
 
+def linear_conv(x: jax.Array, w: jax.Array, strides, padding, groups: int) -> jax.Array:
+    """The ordinary convolution y = sum x * w (NHWC input, HWIO kernel, I = C_in / groups): the contraction
+    of MAC and of every operator that is a MAC on transformed operands (shift on PoT weights, BWN, ...)."""
+    return jax.lax.conv_general_dilated(x, w, window_strides=strides, padding=padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
 def adc(partial: jax.Array, mode: ComputeMode, rng: jax.Array | None) -> jax.Array:
     """Digitise crossbar partial sums with a signed `mode.adc_bits` ADC (see module docstring)."""
     full_scale = jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.abs(partial)), 1e-8))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount
+from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount, linear_conv
 
 
 @struct.dataclass
@@ -23,9 +23,7 @@ class MacOperator(Operator):
         return jnp.matmul(x, w)
 
     def conv_digital(self, x, w, strides, padding, groups) -> jax.Array:
-        return jax.lax.conv_general_dilated(
-            x, w, window_strides=strides, padding=padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+        return linear_conv(x, w, strides, padding, groups)
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
                      acc_bits: int) -> tuple[OpCount, ...]:

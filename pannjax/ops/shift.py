@@ -32,8 +32,8 @@ from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount, Padding, check_conv_shapes, \
-    normalize_padding
+from pannjax.ops.base import (ComputeMode, ContractionShape, Operator, OpCount, Padding, check_conv_shapes,
+                              linear_conv, normalize_padding)
 from pannjax.quant.base import IntegerView
 
 
@@ -109,9 +109,7 @@ class ShiftOperator(Operator):
         return jnp.matmul(x, w)
 
     def conv_digital(self, x, w, strides, padding, groups) -> jax.Array:
-        return jax.lax.conv_general_dilated(
-            x, w, window_strides=strides, padding=padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+        return linear_conv(x, w, strides, padding, groups)
 
     # -- integer reference path ----------------------------------------------------------------
     def dense_integer(self, x: IntegerView, w: IntegerView) -> jax.Array:
