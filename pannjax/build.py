@@ -11,12 +11,17 @@ Unknown names and unknown or invalid fields raise `ConfigError` with one line na
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import inspect
+import sys
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pannjax.errors import ConfigError
 from pannjax.nn import ArithPolicy, LayerArith
-from pannjax.ops import ComputeMode, MacOperator, Operator
+from pannjax.ops import (AdderOperator, BwnOperator, ComputeMode, MacOperator, MfOperator, Operator,
+                         XnorOperator)
 from pannjax.ops.shift import ShiftOperator
 from pannjax.quant import FloatQuantizer, Quantizer, UniformQuantizer
 from pannjax.quant.apot import ApotQuantizer
@@ -58,9 +63,30 @@ def apot_scheme(w_bits: int = 5, x_bits: int = 4, w_k: int = 2, w_per_channel: b
             UniformQuantizer(bits=x_bits, signed=x_signed, step_mode=x_step_mode))
 
 
+def pann_scheme(budget_bits: int | None = 2, budget_signed: bool = False, budget_toggles: float | None = None,
+                x_bits: int | None = None,
+                additions: float | None = None, accumulation: str = "split", scale_rule: str = "exact",
+                w_per_channel: bool = True, x_step_mode: str = "lsq", fan_in: int = 256) -> tuple[Quantizer, Quantizer]:
+    """PANN (arXiv 2202.02783): weights as addition counts with mean R per element (pannjax/quant/pann.py)
+    and unsigned b_x-bit activations; (b_x, R) from the power budget of a `budget_bits` MAC network
+    (pannjax/pann/budget.py, at reduction length `fan_in`) -- or of `budget_toggles` toggles per MAC, with
+    budget_bits=None -- unless `x_bits`/`additions` override them."""
+    from pannjax.pann.budget import Layer, solve_budget
+    from pannjax.quant.pann import PannQuantizer
+
+    if x_bits is None or additions is None:
+        choice = solve_budget(budget_bits, budget_signed, budget_toggles, layers=(Layer(1, fan_in),), x_bits=x_bits,
+                              additions=additions, accumulation=accumulation)
+        x_bits, additions = choice.x_bits, choice.additions
+    return (PannQuantizer(additions=float(additions), accumulation=accumulation, scale_rule=scale_rule,
+                          per_channel=w_per_channel),
+            UniformQuantizer(bits=x_bits, signed=None, step_mode=x_step_mode))
+
+
 _QUANT_SCHEMES: dict[str, QuantScheme] = {"float": float_scheme, "uniform": uniform_scheme,
-                                          "pot": pot_scheme, "apot": apot_scheme}
-_OPERATORS: dict[str, type] = {"mac": MacOperator, "shift": ShiftOperator}
+                                          "pot": pot_scheme, "apot": apot_scheme, "pann": pann_scheme}
+_OPERATORS: dict[str, type] = {"mac": MacOperator, "shift": ShiftOperator, "adder": AdderOperator,
+                               "mf": MfOperator, "bwn": BwnOperator, "xnor": XnorOperator}
 
 
 def register_quant_scheme(name: str, scheme: QuantScheme) -> None:
@@ -73,6 +99,28 @@ def register_operator(name: str, cls: type) -> None:
     if not issubclass(cls, Operator):
         raise ConfigError(f"operator {name!r}: {cls.__name__} does not subclass pannjax.ops.Operator")
     _OPERATORS[name] = cls
+
+
+def load_plugins(entries: list[str] | tuple = ()) -> None:
+    """Import user modules that extend the registries (config key `plugins`), before anything is built:
+    each entry is a module name on the Python path (``my_lab.ops``) or a path to a ``.py`` file
+    (``./ternary.py``); importing it runs its `register_operator`/`register_quant_scheme` calls.
+    See docs/extending.md."""
+    for entry in entries:
+        entry = str(entry)
+        try:
+            if entry.endswith(".py"):
+                path = Path(entry).expanduser().resolve()
+                if not path.is_file():
+                    raise ConfigError(f"plugins: file {path} does not exist")
+                spec = importlib.util.spec_from_file_location(f"pannjax_plugin_{path.stem}", path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(entry)
+        except ImportError as e:
+            raise ConfigError(f"plugins: cannot import {entry!r} ({e}); give a module on PYTHONPATH or a .py file path")
 
 
 def quant_scheme_names() -> list[str]:
@@ -126,7 +174,8 @@ def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
     """The network's `ArithPolicy`.
 
     quant.first_last: "same" (default), "float" or "int8" - the arithmetic of the first layer (``stem``)
-    and the classifier (``head``), which quantization papers usually keep at higher precision.
+    and the classifier (``head``), which quantization papers usually keep at higher precision ("int8": 8-bit
+    uniform weights and activations on a MAC operator, in the configured computing mode).
     layers: ordered per-layer overrides `[{pattern: <regex on module path>, quant: {...}, op: {...}}]`.
     """
     qw, qx = build_quantizers(quant)
@@ -135,7 +184,9 @@ def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
     if first_last == "float":
         overrides.append((FIRST_LAST_PATTERN, LayerArith(*float_scheme())))
     elif first_last == "int8":
-        overrides.append((FIRST_LAST_PATTERN, LayerArith(*uniform_scheme(w_bits=8, x_bits=8))))
+        # 8-bit uniform weights are multiplied: the first/last layers are MACs whatever the network's operator
+        overrides.append((FIRST_LAST_PATTERN, LayerArith(*uniform_scheme(w_bits=8, x_bits=8),
+                                                         MacOperator(mode=build_operator(op).mode))))
     elif first_last != "same":
         raise ConfigError(f"quant.first_last={first_last!r}: expected same, float or int8")
     for i, layer in enumerate(layers):

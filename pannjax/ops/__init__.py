@@ -1,10 +1,15 @@
 """Arithmetic operators: frozen pytree dataclasses with dense/conv forms and op-count `cost`."""
 
 from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount, normalize_padding
+from pannjax.ops.adder import AdderOperator, adder_lr_scaling
+from pannjax.ops.bwn import BwnOperator
 from pannjax.ops.mac import MacOperator
+from pannjax.ops.mf import MfOperator
 from pannjax.ops.shift import ShiftOperator, shift_accumulate, shift_conv
+from pannjax.ops.xnor import XnorOperator, xnor_popcount_conv, xnor_popcount_dense
 
 __all__ = [
-    "ComputeMode", "ContractionShape", "MacOperator", "OpCount", "Operator", "ShiftOperator",
-    "normalize_padding", "shift_accumulate", "shift_conv",
+    "AdderOperator", "BwnOperator", "ComputeMode", "ContractionShape", "MacOperator", "MfOperator", "OpCount",
+    "Operator", "ShiftOperator", "XnorOperator", "adder_lr_scaling", "normalize_padding", "shift_accumulate",
+    "shift_conv", "xnor_popcount_conv", "xnor_popcount_dense",
 ]

@@ -4,8 +4,17 @@ An operator is a frozen `flax.struct` dataclass with only static fields (it hold
 It offers
   * `dense(x, w)`                              x: (..., C_in), w: (C_in, C_out)
   * `conv(x, w, strides, padding, groups)`     x: NHWC, w: HWIO with I = C_in / groups
-  * `cost(shape, x_format, w_format)`          op counts (`OpCount`) by kind and bit width, per example
+  * `cost(shape, x_format, w_format, acc_bits, density)`   op counts (`OpCount`) by kind and bit width,
+                                               per example
 and carries its computing `mode` (`ComputeMode`).
+
+Zero weights. `density` is the fraction of non-zero (quantized) weights of the layer, e.g. after pruning.
+An operator whose digital datapath skips a product when its weight is zero (`skips_zero_weights = True`,
+e.g. the bitshift-and-accumulate unit of Przewlocka-Rus & Kryjak, arXiv 2209.15257, whose pruned
+weights are not computed) costs only density x its per-product counts: every count its `digital_cost`
+reports is per weight-product, so all are scaled by `density` (rounded to whole operations). A MAC
+array without zero gating computes every product (`skips_zero_weights = False`, the default), and an
+analog crossbar reads every cell whatever its weight, so density changes nothing there.
 
 Computing modes. "digital" computes the contraction exactly. "analog" models compute-in-memory: the
 reduction is split into chunks of at most `rows_per_array` rows (one crossbar column each), every
@@ -135,6 +144,11 @@ class Operator:
     and implement `dense_digital`, `conv_digital` and `digital_cost`."""
 
     name: str = "operator"
+    #: True when the digital contraction is the ordinary linear one (`linear_conv` / matmul) on the
+    #: quantized operands, so operators with this flag and the same `mode` compute the same function of
+    #: (quantized x, quantized w); a single-path search runs one contraction for all of them.
+    linear_contraction: bool = False
+    skips_zero_weights: bool = False  # digital datapath clock-gates products whose weight is zero
     mode: ComputeMode
 
     # -- what subclasses implement -------------------------------------------------------------
@@ -181,11 +195,17 @@ class Operator:
         return out
 
     def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-             acc_bits: int = 32) -> tuple[OpCount, ...]:
-        """Operation counts per example. Analog mode: every product is a crossbar cell operation and
-        each chunk of `rows_per_array` rows costs one ADC conversion per output."""
+             acc_bits: int = 32, density: float = 1.0) -> tuple[OpCount, ...]:
+        """Operation counts per example. Digital: `digital_cost`, scaled by `density` (fraction of non-zero
+        weights) when the operator skips zero weights (module docstring). Analog: every product is a
+        crossbar cell operation and each chunk of `rows_per_array` rows costs one ADC conversion per output."""
+        if not 0.0 <= density <= 1.0:
+            raise ConfigError(f"density={density!r}: expected a fraction of non-zero weights in [0, 1]")
         if not self.mode.is_analog:
-            return self.digital_cost(shape, x_format, w_format, acc_bits)
+            ops = tuple(self.digital_cost(shape, x_format, w_format, acc_bits))
+            if not self.skips_zero_weights or density == 1.0:
+                return ops
+            return tuple(OpCount(o.kind, o.bits, round(o.count * density)) for o in ops)
         chunks = math.ceil(shape.fan_in / self.mode.rows_per_array)
         return (
             OpCount("cim_mac", (x_format.bits, w_format.bits), shape.macs),

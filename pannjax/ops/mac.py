@@ -17,6 +17,7 @@ class MacOperator(Operator):
     additions into the B-bit accumulator; float operands count fmul/fadd instead."""
 
     name = "mac"
+    linear_contraction = True
     mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
     def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:

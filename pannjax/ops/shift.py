@@ -16,10 +16,15 @@ operator (this one, DeepShift) shares them. In float mode `dense`/`conv` are exa
 fake-quantized PoT weights, so training uses fast XLA contractions; the integer path matches them bit
 for bit whenever the float sums are exact (power-of-two scales, |sums| < 2^24).
 
+DeepShift (Elhoushi et al., arXiv 1905.13298): with `weight_bits` set (default 5), the operator itself
+rounds whatever weights it receives to signed powers of two (DeepShift-Q, via `PotQuantizer` with a
+per-channel max scale and a straight-through gradient), so even `quant=float op=shift` trains in the
+shift domain; on weights already PoT-quantized with <= weight_bits bits the rounding is the identity.
+
 Cost per example: each non-zero weight's product is one shift of the b_x-bit activation by up to
 M = 2^(b_w-1) - 1 positions (a barrel shifter, OpCount "shift", bits=(b_x, M)) and one addition into
-the B-bit accumulator ("add", bits=(B,)). `density` (the fraction of non-zero weights, from pruning)
-scales both counts: zero weights are skipped.
+the B-bit accumulator ("add", bits=(B,)). Zero weights are skipped (`skips_zero_weights`): the
+base class `Operator.cost(..., density=...)` scales both counts by the fraction of non-zero weights.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pannjax.numerics import NumberFormat
 from pannjax.ops.base import (ComputeMode, ContractionShape, Operator, OpCount, Padding, check_conv_shapes,
                               linear_conv, normalize_padding)
 from pannjax.quant.base import IntegerView
+from pannjax.quant.pot import PotQuantizer
 
 
 def _check_shift_operands(sign: jax.Array, shift: jax.Array, max_shift: int) -> None:
@@ -103,7 +109,29 @@ class ShiftOperator(Operator):
     views, computed with shifts and adds only. See the module docstring for the formula and cost."""
 
     name = "shift"
+    linear_contraction = True
+    skips_zero_weights = True  # a pruned (zero) weight is not shifted nor accumulated (arXiv 2209.15257)
     mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
+    # DeepShift-Q (Elhoushi et al., arXiv 1905.13298, Sec. 3.1): round the weights the operator receives
+    # to signed powers of two, sign(w) * 2^round(log2|w|), with a straight-through gradient -- here
+    # `PotQuantizer(weight_bits, scale_mode="max")` (per output channel, levels max|w| * 2^-k), so
+    # `quant=float op=shift` really computes with shifts. Idempotent on weights a PotQuantizer of
+    # <= weight_bits bits already produced (`quant=pot op=shift` is unchanged). None: no rounding.
+    weight_bits: int | None = struct.field(pytree_node=False, default=5)
+
+    def pot_weights(self, w: jax.Array) -> jax.Array:
+        """The weights as signed powers of two (DeepShift-Q rounding, STE gradient), or `w` unchanged."""
+        if self.weight_bits is None:
+            return w
+        return PotQuantizer(bits=self.weight_bits, per_channel=True, channel_axis=-1, scale_mode="max").quantize(w)
+
+    # rounding happens once, before the (analog: per crossbar chunk) contraction
+    def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+        return super().dense(x, self.pot_weights(w), rng)
+
+    def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
+             groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
+        return super().conv(x, self.pot_weights(w), strides, padding, groups, rng)
 
     def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
         return jnp.matmul(x, w)
@@ -125,23 +153,9 @@ class ShiftOperator(Operator):
     # -- cost ----------------------------------------------------------------------------------
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
                      acc_bits: int) -> tuple[OpCount, ...]:
-        return self._counts(shape, x_format, w_format, acc_bits, 1.0)
-
-    def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-             acc_bits: int = 32, density: float = 1.0) -> tuple[OpCount, ...]:
-        """Op counts per example; `density` = fraction of non-zero weights (zero weights are skipped in
-        digital mode; an analog crossbar computes every cell, so density does not apply there)."""
-        if not 0.0 <= density <= 1.0:
-            raise ConfigError(f"density={density!r}: expected a fraction of non-zero weights in [0, 1]")
-        if self.mode.is_analog:
-            return super().cost(shape, x_format, w_format, acc_bits)
-        return self._counts(shape, x_format, w_format, acc_bits, density)
-
-    @staticmethod
-    def _counts(shape, x_format, w_format, acc_bits, density) -> tuple[OpCount, ...]:
-        n = round(shape.macs * density)
+        """Per dense product: one shift and one add (zero weights skipped via `Operator.cost(density=...)`)."""
         if x_format.is_float or w_format.is_float:
             bits = max(x_format.bits, w_format.bits)
-            return (OpCount("fmul", (bits,), n), OpCount("fadd", (bits,), n))
+            return (OpCount("fmul", (bits,), shape.macs), OpCount("fadd", (bits,), shape.macs))
         max_shift = 2 ** (w_format.bits - 1) - 1
-        return (OpCount("shift", (x_format.bits, max_shift), n), OpCount("add", (acc_bits,), n))
+        return (OpCount("shift", (x_format.bits, max_shift), shape.macs), OpCount("add", (acc_bits,), shape.macs))

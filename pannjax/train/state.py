@@ -17,6 +17,7 @@ import optax
 from flax import struct
 
 from pannjax.errors import ConfigError
+from pannjax.ops.adder import adder_lr_scaling
 
 
 class TrainState(struct.PyTreeNode):
@@ -53,6 +54,9 @@ class OptimizerConfig:
     warmup_epochs: float = 0.0
     step_milestones: tuple[float, ...] = (0.5, 0.75)
     step_gamma: float = 0.1
+    # AdderNet's adaptive learning-rate scaling (pannjax.ops.adder_lr_scaling, Chen et al. CVPR 2020 Eq. 8)
+    # on every conv/dense kernel when > 0 (meant for networks whose layers are all adder layers)
+    adder_lr_eta: float = 0.0
 
     def __post_init__(self):
         if self.name not in ("sgd", "adam"):
@@ -89,6 +93,8 @@ def _kernel_mask(params: Any) -> Any:
 def make_optimizer(cfg: OptimizerConfig, total_steps: int, steps_per_epoch: int) -> optax.GradientTransformation:
     lr = learning_rate_schedule(cfg, total_steps, steps_per_epoch)
     decay = optax.add_decayed_weights(cfg.weight_decay, mask=_kernel_mask) if cfg.weight_decay else optax.identity()
+    if cfg.adder_lr_eta:
+        decay = optax.chain(optax.masked(adder_lr_scaling(cfg.adder_lr_eta), _kernel_mask), decay)
     if cfg.name == "sgd":
         return optax.chain(decay, optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
     return optax.chain(decay, optax.adam(lr))
