@@ -2,6 +2,7 @@
 a bit-accurate toggle simulator (JAX), energy tables with sources, and a per-layer network report.
 Imports no Flax (the report reaches models only through `pannjax.nn.describe_layers`/`capture`)."""
 
+from pannjax.hw.accelerator import AcceleratorModel, PeLayer, energy_ratio, pe_layers
 from pannjax.hw.bitflips import (MacToggles, OperandStats, bitflips_accumulator, bitflips_adder, bitflips_mac,
                                  bitflips_multiplier, bitflips_partial_products, bitflips_product_register,
                                  bitflips_register, bitflips_repeated_addition, bitflips_sign_extension,
@@ -13,6 +14,7 @@ from pannjax.hw.toggle_sim import (COMPONENTS, DATAFLOWS, MacConfig, mean_toggle
                                    simulate_toggles, toggle_counts)
 
 __all__ = [
+    "AcceleratorModel", "PeLayer", "energy_ratio", "pe_layers",
     "COMPONENTS", "DATAFLOWS", "DEFAULT_TABLE", "EnergyTable", "LayerPower", "MacConfig", "MacToggles",
     "NetworkReport", "OperandStats", "bitflips_accumulator", "bitflips_adder", "bitflips_mac",
     "bitflips_multiplier", "bitflips_partial_products", "bitflips_product_register", "bitflips_register",

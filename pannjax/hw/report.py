@@ -205,13 +205,33 @@ def _int_formats(ops, x_format, w_format) -> bool:
     return any(o.kind in _MAC_KINDS for o in ops) and not (x_format.is_float or w_format.is_float)
 
 
+def weight_density(variables, record) -> float:
+    """Fraction of non-zero quantized weights of one described layer (1.0 when `variables` are abstract
+    shapes): what an operator that skips zero weights pays for (`Operator.cost(..., density)`)."""
+    node = variables.get("params", {})
+    for part in record.path.split("/"):
+        if part not in node:
+            return 1.0
+        node = node[part]
+    kernel = node.get("kernel")
+    if kernel is None or isinstance(kernel, jax.ShapeDtypeStruct):
+        return 1.0
+    qw = record.quantizer_w
+    learned = node.get("quantizer_w") if qw.learned_fields else None
+    if learned:
+        qw = qw.with_learned(**learned)
+    return float(np.mean(np.asarray(qw.quantize(kernel)) != 0))
+
+
 def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | str | None = None,
                  simulate: bool | None = None, max_sim_macs: int | None = 1 << 21, seed: int = 0,
                  **call_kwargs) -> NetworkReport:
     """Per-layer report of `model` (a Flax module built from pannjax.nn layers) with `variables`.
 
     `x`: a real input batch (array) or a `jax.ShapeDtypeStruct`; with a real batch (and `simulate` not
-    False) toggles are simulated on the layer's captured operands. Energies are per example."""
+    False) toggles are simulated on the layer's captured operands. Energies are per example. Each layer
+    is costed at its real weight density (`weight_density`): operators that skip zero weights (e.g.
+    shift on pruned PoT weights) pay only for the non-zero ones, in the op counts and in the simulator."""
     from pannjax.nn import describe_layers  # model-facing glue; pannjax.hw itself imports no Flax
 
     if not isinstance(table, EnergyTable):
@@ -231,7 +251,7 @@ def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | s
     for i, rec in enumerate(records):
         fx, fw = rec.quantizer_x.format, rec.quantizer_w.format
         shape = rec.contraction
-        ops = tuple(rec.operator.cost(shape, fx, fw, acc_bits))
+        ops = tuple(rec.operator.cost(shape, fx, fw, acc_bits, density=weight_density(variables, rec)))
         energy = table.cost_pj(ops)
         analytic = measured = simulated = None
         sim_macs = 0
@@ -241,7 +261,8 @@ def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | s
             if operands is not None and operands[i].x_codes is not None and operands[i].w_codes is not None:
                 op = operands[i]
                 xs, ws = layer_streams(op, max_sim_macs, seed + i)
-                cfg = MacConfig(fx.bits, fw.bits, acc_bits, fx.signed, fw.signed)
+                cfg = MacConfig(fx.bits, fw.bits, acc_bits, fx.signed, fw.signed,
+                                skip_zero_weights=getattr(rec.operator, "skips_zero_weights", False))
                 simulated = mean_toggles(xs.astype(np.int16), ws.astype(np.int16), cfg)
                 sim_macs = int(xs.size)
                 measured = bitflips_mac(fx.bits, fw.bits, acc_bits, fan_in=shape.fan_in,

@@ -14,7 +14,11 @@ power is proportional to the number of bit flips of the unit's signals):
   * ``accumulator``  the B-bit accumulator register, two's complement with wrap-around mod 2^B.
 
 Every register starts at zero, and one operation (one MAC) updates all of them once. Toggles of an
-operation are ``popcount(new XOR old)`` of each register.
+operation are ``popcount(new XOR old)`` of each register. With ``MacConfig.skip_zero_weights`` the unit
+is clock-gated on zero weights (pruned weights of a bitshift-and-accumulate unit, Przewlocka-Rus &
+Kryjak, arXiv 2209.15257): an operation whose weight is 0 updates no register and costs no toggles;
+the next operation toggles against the registers' last values. Mean toggles stay per nominal operation
+(skipped ones count 0), so mean x all MACs is still the layer's total.
 
 Dataflows (``dataflow``):
   * ``"output_stationary"`` (default): each unit owns one output and streams its reduction: operand
@@ -57,6 +61,7 @@ class MacConfig:
 
     x_bits, w_bits: operand widths (1..16); acc_bits: accumulator width B (>= x_bits + w_bits, <= 32);
     x_signed, w_signed: two's complement operands (else unsigned). The product is signed if either is.
+    skip_zero_weights: the unit is not clocked when the weight is zero (no register updates).
     """
 
     x_bits: int
@@ -64,6 +69,7 @@ class MacConfig:
     acc_bits: int = 32
     x_signed: bool = True
     w_signed: bool = True
+    skip_zero_weights: bool = False
 
     def __post_init__(self):
         for name, b in (("x_bits", self.x_bits), ("w_bits", self.w_bits)):
@@ -100,7 +106,7 @@ def _check_codes(name: str, arr, cfg: MacConfig) -> None:
         raise ConfigError(f"{name} codes span [{amin}, {amax}] but {name}_bits and signedness allow [{lo}, {hi}]")
 
 
-def _step_fn(dataflow: str, count_partial_products: bool, per_op: bool, params):
+def _step_fn(dataflow: str, count_partial_products: bool, per_op: bool, skip_zero: bool, params):
     """One clock of every unit: new operands in, all registers updated, toggles of each counted.
     `params` = (x mask, w mask, product mask, product sign bit, accumulator mask, extension bits) as
     traced int32 scalars, so one compilation serves every width."""
@@ -134,7 +140,12 @@ def _step_fn(dataflow: str, count_partial_products: bool, per_op: bool, params):
         c_ext = ((dp >> sign_shift) & 1) * ext
         c_acc = pc((s ^ ps) & macc)
         ops = jnp.stack([c_dx + c_dw, c_mul, c_prod, c_ext, c_acc])
-        carry = (xb, wb, pc_x, pc_w, p, s, cnt + ops)
+        new = (xb, wb, pc_x, pc_w, p, s)
+        if skip_zero:  # clock-gated unit: a zero weight leaves every register as it was
+            active = ws != 0
+            new = tuple(jnp.where(active, n, o) for n, o in zip(new, (px, pw, pc_px, pc_pw, pprod, ps)))
+            ops = jnp.where(active, ops, 0)
+        carry = (*new, cnt + ops)
         return carry, (ops if per_op else None)
 
     return step
@@ -145,15 +156,15 @@ def _simulate(x, w, cfg: MacConfig, dataflow: str, count_partial_products: bool,
     params = jnp.array([_mask(cfg.x_bits), _mask(cfg.w_bits), _mask(cfg.product_bits), cfg.product_bits - 1,
                         _mask(cfg.acc_bits), cfg.acc_bits - cfg.product_bits if cfg.product_signed else 0],
                        jnp.int32)
-    return _simulate_jit(x, w, params, dataflow, count_partial_products, per_op)
+    return _simulate_jit(x, w, params, dataflow, count_partial_products, per_op, cfg.skip_zero_weights)
 
 
-@partial(jax.jit, static_argnames=("dataflow", "count_partial_products", "per_op"))
-def _simulate_jit(x, w, params, dataflow: str, count_partial_products: bool, per_op: bool):
+@partial(jax.jit, static_argnames=("dataflow", "count_partial_products", "per_op", "skip_zero"))
+def _simulate_jit(x, w, params, dataflow: str, count_partial_products: bool, per_op: bool, skip_zero: bool):
     units = x.shape[1]
     z = jnp.zeros((units,), jnp.int32)
     carry0 = (z, z, z, z, z, z, jnp.zeros((len(COMPONENTS), units), jnp.int32))
-    step = _step_fn(dataflow, count_partial_products, per_op, tuple(params[i] for i in range(6)))
+    step = _step_fn(dataflow, count_partial_products, per_op, skip_zero, tuple(params[i] for i in range(6)))
     carry, ys = jax.lax.scan(step, carry0, (x, w), unroll=_UNROLL)
     return carry[-1], ys
 
@@ -244,13 +255,17 @@ def _bits(v: int, n: int) -> int:
 def reference_toggles(x_stream, w_stream, cfg: MacConfig) -> list[dict[str, int]]:
     """Toggles per operation of ONE output-stationary MAC unit fed `x_stream`/`w_stream` (Python ints),
     computed with Python integers bit by bit: registers start at 0; the accumulator is the B-bit two's
-    complement value of the exact running sum mod 2^B."""
+    complement value of the exact running sum mod 2^B. With `cfg.skip_zero_weights` an operation whose
+    weight is 0 is not performed: all-zero toggles, registers unchanged."""
     n = cfg.product_bits
     prev = dict(x=0, w=0, p=0, s=0, pp=[0] * (cfg.x_bits * cfg.w_bits), sign=0)
     acc = 0
     out = []
     for xv, wv in zip(x_stream, w_stream):
         xv, wv = int(xv), int(wv)
+        if cfg.skip_zero_weights and wv == 0:
+            out.append(dict.fromkeys(("inputs", "multiplier", "product", "acc_input", "accumulator"), 0))
+            continue
         xb, wb = _bits(xv, cfg.x_bits), _bits(wv, cfg.w_bits)
         p = xv * wv
         acc = acc + p
