@@ -1,0 +1,158 @@
+"""PANN: the additions quantizer, the budget solver, BN folding, conversion of a trained checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pannjax.errors import ConfigError
+from pannjax.hw.bitflips import bitflips_mac
+from pannjax.pann import fold_batchnorm, load_float_run, solve_budget
+from pannjax.pann.experiment import parse_bits, run_pann
+from pannjax.quant.pann import PannQuantizer, repeated_addition_dot
+from pannjax.runner import run_train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+
+
+def _compose(name, *overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def float_run(tmp_path_factory):
+    """A tiny float digits CNN (width 8, 2 epochs) trained by the real training entry point."""
+    run_dir = tmp_path_factory.mktemp("float_run")
+    cfg = _compose("train", "trainer.epochs=2", "trainer.progress=false", "trainer.tensorboard=false",
+                   "model.width=8")
+    run_train(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    from omegaconf import OmegaConf
+
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return run_dir
+
+
+def _pann_cfg(checkpoint, *overrides):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(_compose("pann", f"checkpoint={checkpoint}", *overrides), resolve=True)
+    cfg.pop("hydra", None)
+    return cfg
+
+
+# -- quantizer --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("accumulation", ["split", "signed"])
+def test_repeated_additions_reproduce_the_integer_dot_product(accumulation):
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(40, 6)), jnp.float32)
+    view = PannQuantizer(additions=3.0, accumulation=accumulation).integer(w)
+    w_int = np.asarray(view.codes)
+    x_int = rng.integers(0, 16, size=(5, 40))  # unsigned 4-bit activations
+    y, additions = repeated_addition_dot(x_int, w_int, accumulation)
+    np.testing.assert_array_equal(y, x_int.astype(np.int64) @ w_int.astype(np.int64))
+    assert additions == 5 * int(np.abs(w_int).sum())
+    np.testing.assert_allclose(np.asarray(PannQuantizer(additions=3.0).quantize(w)),
+                               w_int * np.asarray(view.scale), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("additions", [0.3, 1.0, 2.2, 5.0, 11.5])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_mean_additions_per_element_equals_the_budget(additions, per_channel):
+    w = jax.random.laplace(jax.random.key(1), (3, 3, 32, 64)) * 0.05
+    codes = np.asarray(PannQuantizer(additions=additions, per_channel=per_channel).integer(w).codes)
+    means = np.abs(codes).reshape(-1, 64).mean(axis=0) if per_channel else np.abs(codes).mean()
+    assert np.all(np.abs(means - additions) <= 0.02 * additions), (means, additions)
+
+
+def test_straight_through_gradient_and_bad_budget():
+    w = jax.random.normal(jax.random.key(2), (64, 10))
+    g = jax.random.normal(jax.random.key(3), (64, 10))
+    grad = jax.grad(lambda v: jnp.sum(PannQuantizer(additions=2.0).quantize(v) * g))(w)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(g), rtol=1e-6)  # inside the range: identity
+    with pytest.raises(ConfigError, match="additions"):
+        PannQuantizer(additions=0.0)
+    with pytest.raises(ConfigError, match="accumulation"):
+        PannQuantizer(accumulation="both")
+
+
+def test_solver_meets_the_budget_and_parses_bit_lists():
+    choice = solve_budget(2, False, x_bits=3)
+    budget = bitflips_mac(2, 2, 32, False, 256).total  # independent: the 2-bit unsigned MAC itself
+    assert choice.budget_toggles_per_mac == pytest.approx(budget, rel=1e-9)
+    assert choice.pann_toggles_per_mac == pytest.approx(budget, rel=1e-3)
+    assert 1.0 < choice.additions < 4.0  # a 3-bit addition costs a fraction of a 2-bit MAC
+    absolute = solve_budget(toggles_per_mac=10.0, x_bits=4)
+    assert absolute.pann_toggles_per_mac == pytest.approx(10.0, rel=1e-3)
+    assert absolute.additions > solve_budget(toggles_per_mac=5.0, x_bits=4).additions
+    assert parse_bits("2,3,4", "budget_bits") == [2, 3, 4] and parse_bits([2, 4], "b") == [2, 4]
+    with pytest.raises(ConfigError):
+        parse_bits("two", "budget_bits")
+
+
+# -- conversion ------------------------------------------------------------------------------------
+
+def test_batchnorm_folding_preserves_outputs(float_run):
+    run = load_float_run(float_run)
+    images = jnp.asarray(run.dataset.test_images[:64])
+    folded = fold_batchnorm(run.model, run.variables, images[:2])
+    before = run.model.apply(run.variables, images, train=False)
+    after = run.model.apply(folded, images, train=False)
+    np.testing.assert_allclose(np.asarray(after), np.asarray(before), rtol=1e-4, atol=1e-4)
+    k0 = np.asarray(run.variables["params"]["conv1"]["kernel"])
+    k1 = np.asarray(folded["params"]["conv1"]["kernel"])
+    assert not np.allclose(k0, k1)  # the BN scale went into the kernel
+    assert np.allclose(np.asarray(folded["batch_stats"]["conv1_bn"]["mean"]), 0.0)
+
+
+def test_convert_end_to_end_meets_budget_and_writes_results(float_run, tmp_path):
+    out = tmp_path / "pann"
+    res = run_pann(_pann_cfg(float_run, "budget_bits=[2,4]", "calibration_batches=2"), out)
+    on_disk = json.loads((out / "results.json").read_text())
+    assert [b["budget_bits"] for b in on_disk["budgets"]] == [2, 4]
+    # digits CNN, width 8: conv1 16 outputs/position x 16 positions, fan-in 3*3*8; conv2 fan-in 3*3*16
+    layers = [(16 * 16 * 72, 72), (16 * 16 * 144, 144)]
+    for entry in res["budgets"]:
+        b = entry["budget_bits"]
+        budget = sum(m * bitflips_mac(b, b, 32, False, f).total for m, f in layers)
+        assert entry["pann"]["toggles"] == pytest.approx(budget, rel=0.03)
+        assert entry["uniform_same_power"]["toggles"] == pytest.approx(budget, rel=0.05)
+        assert entry["uniform_same_bits"]["toggles"] > budget  # two's complement costs more (PANN Sec. 3)
+        for key in ("pann", "uniform_same_bits", "uniform_same_power"):
+            assert 0.0 <= entry[key]["accuracy"] <= 1.0
+        realised = [l["additions"] for l in entry["pann"]["layers"] if l["kind"] == "pann"]
+        assert len(realised) == 2 and all(abs(r - entry["pann"]["additions"]) <= 0.02 * r for r in realised)
+    assert res["budgets"][1]["pann"]["accuracy"] > 0.5  # 4-bit budget on a trained CNN on real digits
+
+
+def test_sweep_writes_table_and_plot(float_run, tmp_path):
+    out = tmp_path / "sweep"
+    res = run_pann(_pann_cfg(float_run, "mode=sweep", "calibration_batches=1", "sweep.x_bits=[3]",
+                             "sweep.additions=[1,4]", "sweep.uniform_bits=[2,4]"), out)
+    assert {p.name for p in out.iterdir()} >= {"sweep.csv", "sweep.md", "sweep.png", "results.json"}
+    pann = [r for r in res["rows"] if r["method"] == "pann"]
+    assert len(pann) == 2 and pann[0]["toggles"] < pann[1]["toggles"]  # more additions, more power
+    assert len([r for r in res["rows"] if r["method"].startswith("uniform")]) == 4
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="config.yaml"):
+        load_float_run(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "pann.py"), f"checkpoint={tmp_path}/nope",
+                           f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "checkpoint" in errors[0] and "Traceback" not in proc.stderr
