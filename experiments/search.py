@@ -1,0 +1,23 @@
+"""ENOS operator / computing-mode search (pannjax.search).  Examples:
+
+    python experiments/search.py search=bilevel model=digits_cnn data=digits search.lambda=0.3
+    python experiments/search.py -m search.lambda=0,0.1,0.3,1      # then: python scripts/aggregate.py <sweep dir>
+    python experiments/search.py +experiment=enos_shufflenet_cifar10
+"""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pannjax.runner import exit_on_config_error
+from pannjax.search.runner import run_search_experiment
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="search")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_config_error():
+        return run_search_experiment(cfg, HydraConfig.get().runtime.output_dir)["test_accuracy"]
+
+
+if __name__ == "__main__":
+    main()

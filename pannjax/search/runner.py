@@ -1,0 +1,176 @@
+"""What `experiments/search.py` calls: config -> search -> derived network -> retraining -> results.json.
+
+results.json holds the per-layer assignment (and final probabilities), energy in pJ per example and
+relative to the all-reference (all-MAC) network (from `pannjax.hw.report.build_report` on both
+networks), test accuracy of the derived network before retraining (inherited weights, BatchNorm
+statistics re-estimated on `bn_recalibration_batches` training batches) and after retraining, the
+all-MAC baseline's accuracy when `search.baseline_epochs > 0`, lambda, variant and wall times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from omegaconf import DictConfig
+
+from pannjax.build import load_plugins
+from pannjax.data import load_dataset
+from pannjax.data.base import Dataset
+from pannjax.errors import ConfigError
+from pannjax.hw.report import build_report
+from pannjax.models import build_model
+from pannjax.nn import ArithPolicy
+from pannjax.runlog import write_results
+from pannjax.runner import to_container, trainer_config
+from pannjax.search.derive import assignment, inherit_params, layer_probabilities
+from pannjax.search.energy import energy_model
+from pannjax.search.loop import run_search
+from pannjax.search.space import build_search_space
+from pannjax.search.steps import SearchConfig
+from pannjax.train import train_and_evaluate
+from pannjax.train.loop import _overlay, evaluate
+from pannjax.train.state import TrainState
+
+log = logging.getLogger(__name__)
+
+_LOOP_KEYS = {"candidates", "use", "reference", "exclude", "lambda", "retrain_epochs", "retrain_learning_rate",
+              "baseline_epochs", "acc_bits", "energy_table"}
+
+
+def search_config(search: Mapping[str, Any]) -> SearchConfig:
+    fields = {k: v for k, v in search.items() if k not in _LOOP_KEYS}
+    fields["lam"] = float(search.get("lambda", 0.0))
+    known = {f.name for f in dataclasses.fields(SearchConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"search.{unknown[0]} is not a known option; valid: "
+                          f"{', '.join(sorted((known - {'lam'}) | _LOOP_KEYS))}")
+    return SearchConfig(**fields)
+
+
+def recalibrated_state(model, params, batch_stats, dataset: Dataset, batches: int, batch_size: int, seed: int) -> TrainState:
+    """A TrainState of `model` with `params`, its BatchNorm statistics re-estimated on training batches."""
+
+    @jax.jit
+    def update(stats, images):
+        _, upd = model.apply({"params": params, "batch_stats": stats}, images, train=True, mutable=["batch_stats"])
+        return upd["batch_stats"]
+
+    for i, batch in enumerate(dataset.batches("train", batch_size, epoch=0, seed=seed + 11)):
+        if i >= batches:
+            break
+        batch_stats = update(batch_stats, batch["image"])
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=None,
+                      rng=jax.random.key(seed), apply_fn=model.apply, tx=None)
+
+
+def _fresh_variables(model, sample, seed: int) -> dict:
+    return jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.key(seed), jnp.asarray(sample))
+
+
+def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
+                          on_trace: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Search, derive, retrain, report (see module docstring); writes and returns results.json's record.
+    `on_trace` is called whenever the search step is traced (tests check it runs once)."""
+    c = to_container(cfg)
+    known = {"data", "model", "trainer", "search", "seed", "experiment", "expected", "plugins"}
+    unknown = sorted(set(c) - known - {"hydra"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
+    load_plugins(c.get("plugins") or [])
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed, s = int(c["seed"]), dict(c["search"])
+    data_cfg = dict(c["data"])
+    dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
+    model_cfg = dict(c["model"])
+    model_name = model_cfg.pop("name", None)
+
+    def model_for(policy: ArithPolicy):
+        return build_model(model_name, num_classes=dataset.num_classes, policy=policy, **model_cfg)
+
+    space = build_search_space(s["candidates"], s["use"], s["reference"], s.get("exclude"))
+    scfg = search_config(s)
+    trainer = trainer_config(c["trainer"])
+    acc_bits = int(s.get("acc_bits", 32))
+    energy = energy_model(model_for, space, dataset.image_shape, s.get("energy_table"), acc_bits)
+    times: dict[str, float] = {}
+
+    t = time.perf_counter()
+    state, history = run_search(model_for(space.reference_policy()), dataset, space, energy, scfg, trainer.optimizer,
+                                trainer.batch_size, seed, run_dir, progress=trainer.progress,
+                                on_trace=on_trace)
+    times["search_seconds"] = time.perf_counter() - t
+    chosen = assignment(state.alpha, state.frozen, state.choice, space)
+
+    derived = model_for(space.derived_policy(chosen))
+    sample = dataset.train_images[: trainer.batch_size]
+    fresh = _fresh_variables(derived, sample, seed)
+    params = _overlay(fresh["params"], inherit_params(state.params, chosen))
+    before_state = recalibrated_state(derived, params, _overlay(fresh.get("batch_stats", {}), state.batch_stats), dataset,
+                                      scfg.bn_recalibration_batches, trainer.batch_size, seed)
+    before = evaluate(before_state, dataset, trainer.eval_batch_size)
+
+    t = time.perf_counter()
+    retrain_epochs = int(s.get("retrain_epochs", 0))
+    after = None
+    final_state = before_state
+    if retrain_epochs > 0:
+        opt = dataclasses.replace(trainer.optimizer, learning_rate=float(s.get("retrain_learning_rate",
+                                                                            trainer.optimizer.learning_rate)))
+        retrainer = dataclasses.replace(trainer, epochs=retrain_epochs, optimizer=opt, checkpoint=False,
+                                        tensorboard=False, resume=False, stop_after_epochs=None)
+        final_state, retrained = train_and_evaluate(derived, dataset, retrainer, seed, run_dir / "retrain",
+                                                    init_params=before_state.params,
+                                                    init_batch_stats=before_state.batch_stats)
+        after = retrained["test_accuracy"]
+    times["retrain_seconds"] = time.perf_counter() - t
+
+    reference_model = model_for(space.reference_policy())
+    baseline = None
+    t = time.perf_counter()
+    baseline_epochs = int(s.get("baseline_epochs", 0))
+    if baseline_epochs > 0:
+        base_trainer = dataclasses.replace(trainer, epochs=baseline_epochs, checkpoint=False, tensorboard=False,
+                                           resume=False, stop_after_epochs=None)
+        _, base = train_and_evaluate(reference_model, dataset, base_trainer, seed, run_dir / "baseline")
+        baseline = base["test_accuracy"]
+    times["baseline_seconds"] = time.perf_counter() - t
+
+    shape = jax.ShapeDtypeStruct((1, *dataset.image_shape), jnp.float32)
+    derived_report = build_report(derived, {"params": final_state.params, "batch_stats": final_state.batch_stats},
+                                  shape, acc_bits=acc_bits, table=s.get("energy_table"), simulate=False)
+    ref_vars = jax.eval_shape(lambda: reference_model.init(jax.random.key(0), jnp.zeros(shape.shape), train=False))
+    ref_report = build_report(reference_model, ref_vars, shape, acc_bits=acc_bits, table=s.get("energy_table"),
+                              simulate=False)
+    derived_report.save(run_dir, "power_report")
+    e_derived, e_ref = derived_report.total_energy_pj, ref_report.total_energy_pj
+    results = {
+        "variant": scfg.variant, "lambda": scfg.lam, "seed": seed, "data": c["data"]["name"], "model": model_name,
+        "experiment": (c.get("experiment") or {}).get("name") if isinstance(c.get("experiment"), dict) else c.get("experiment"),
+        "candidates": list(space.names), "reference": space.reference.name,
+        "assignment": chosen, "probabilities": layer_probabilities(state.alpha, space),
+        "energy_pj": e_derived, "energy_reference_pj": e_ref, "energy_rel": e_derived / e_ref,
+        "energy_saving": 1.0 - e_derived / e_ref,
+        "energy_table_pj": {p: dict(zip(space.names, v.tolist())) for p, v in energy.per_layer.items()},
+        "accuracy_before_retraining": before["accuracy"], "accuracy_after_retraining": after,
+        "test_accuracy": after if after is not None else before["accuracy"],
+        "baseline_accuracy": baseline,
+        "accuracy_loss_vs_baseline": None if baseline is None else baseline - (after if after is not None else before["accuracy"]),
+        "search_history": history, "search_epochs": scfg.epochs, "retrain_epochs": retrain_epochs,
+        "baseline_epochs": baseline_epochs, **times, "total_seconds": sum(times.values()),
+    }
+    if c.get("expected"):
+        results["expected"] = c["expected"]
+    write_results(run_dir, results)
+    log.info("assignment %s", chosen)
+    log.info("energy %.1f pJ (%.3f of all-%s), accuracy before %.4f after %s baseline %s", e_derived, e_derived / e_ref,
+             space.reference.name, before["accuracy"], after, baseline)
+    return results
+

@@ -1,0 +1,269 @@
+"""ENOS search objectives as jit-compiled optax steps (Nasrin et al., arXiv 2104.05217; IEEE Access 10, 2022).
+
+Notation: w network weights, alpha_l the logits of layer l over its K candidates, p_l = softmax(alpha_l),
+E(alpha) = E_fixed + sum_l p_l . e_l the expected energy (`pannjax.search.energy`), E_ref the all-MAC
+energy, lambda the energy weight. Weights and alpha have separate optax optimisers (`tx_w`, `tx_a`).
+
+single      (ENOS single-level objective)   min_{w, alpha} CE_train(w, alpha) + lambda E(alpha)/E_ref,
+            one joint gradient step on a training batch; gates g_l = p_l (all candidates evaluated).
+bilevel     (ENOS bi-level objective, DARTS-style, Liu et al. ICLR 2019 Eqs. 3-4)
+            min_alpha CE_val(w*(alpha), alpha) + lambda E(alpha)/E_ref,  w*(alpha) = argmin_w CE_train(w, alpha);
+            alternating: one alpha step on a held-out batch, then one w step on a training batch.
+            First order: w*(alpha) ~ w. Second order (`second_order=True`): w*(alpha) ~ w - xi grad_w CE_train(w,
+            alpha), differentiated exactly through the unrolled step by autodiff (DARTS Eq. 6 without
+            its finite-difference Hessian-vector approximation).
+sequential  (ENOS sequential operator assignment) the single-level step with per-layer masks: a frozen
+            layer uses the one-hot gate of its fixed choice, contributes a constant to E and its alpha is
+            not updated. Which layer is frozen when is the loop's schedule (`freeze_next`); masks are
+            arrays of the state, so freezing never re-traces the step.
+variational (ENOS stochastic / variational mode; Concrete / Gumbel-softmax relaxation, Maddison et al.
+            and Jang et al., ICLR 2017) q(c_l) = Cat(softmax(alpha_l)); each step samples ONE path:
+            g_l = softmax((alpha_l + G_l) / tau), G ~ Gumbel(0, 1), and runs candidate argmax g_l only
+            (straight-through, see `pannjax.search.layers`). Loss (a negative ELBO with an energy prior):
+            CE_train + lambda E_q[E]/E_ref + beta KL(q || p), p uniform over candidates. tau anneals
+            exponentially from tau_start to tau_end over the search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct, traverse_util
+
+from pannjax.errors import ConfigError
+from pannjax.search.energy import EnergyModel
+from pannjax.train.steps import cross_entropy
+
+VARIANTS = ("single", "bilevel", "sequential", "variational")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """How to search. `lam` is the issue's `search.lambda`."""
+
+    variant: str = "single"
+    lam: float = 0.1
+    epochs: int = 10
+    alpha_lr: float = 0.05
+    alpha_weight_decay: float = 0.0
+    alpha_start_epoch: float = 1.0       # weights-only warm-up before alpha moves
+    val_fraction: float = 0.2            # bilevel: held-out share of the training split
+    second_order: bool = False           # bilevel: unrolled approximation
+    unroll_lr: float = 0.01              # bilevel second order: xi
+    freeze_order: str = "confident"      # sequential: confident | forward | backward
+    freeze_every_steps: int | None = None  # sequential: None = evenly over the search after warm-up
+    tau_start: float = 5.0               # variational
+    tau_end: float = 0.5
+    kl_weight: float = 0.01
+    bn_recalibration_batches: int = 20
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"search.variant={self.variant!r}: expected one of {VARIANTS}")
+        if self.lam < 0:
+            raise ConfigError(f"search.lambda={self.lam}: must be >= 0")
+        if self.epochs < 1:
+            raise ConfigError(f"search.epochs={self.epochs}: must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"search.val_fraction={self.val_fraction}: expected a fraction in (0, 1)")
+        if self.freeze_order not in ("confident", "forward", "backward"):
+            raise ConfigError(f"search.freeze_order={self.freeze_order!r}: expected confident, forward or backward")
+        if not 0 < self.tau_end <= self.tau_start:
+            raise ConfigError(f"search.tau_start={self.tau_start}, tau_end={self.tau_end}: need 0 < tau_end <= tau_start")
+
+    @property
+    def single_path(self) -> bool:
+        return self.variant == "variational"
+
+
+class SearchState(struct.PyTreeNode):
+    """Everything a search step reads and writes. `frozen` (bool) and `choice` (int32) are per-layer
+    scalars in trees shaped like `alpha`: the sequential variant's masks (all False otherwise)."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    alpha: Any
+    opt_w: optax.OptState
+    opt_a: optax.OptState
+    rng: jax.Array
+    frozen: Any
+    choice: Any
+    apply_fn: Callable = struct.field(pytree_node=False)
+    tx_w: optax.GradientTransformation = struct.field(pytree_node=False)
+    tx_a: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+def probabilities(alpha: Any, frozen: Any, choice: Any) -> Any:
+    """p_l = softmax(alpha_l), or the one-hot of the fixed choice for frozen layers."""
+    return jax.tree_util.tree_map(
+        lambda a, f, c: jnp.where(f, jax.nn.one_hot(c, a.shape[-1]), jax.nn.softmax(a)), alpha, frozen, choice)
+
+
+def sampled_gates(alpha: Any, frozen: Any, choice: Any, rng: jax.Array, tau: jax.Array) -> Any:
+    """Concrete samples softmax((alpha_l + G_l) / tau) per layer (one-hot for frozen layers)."""
+    leaves, treedef = jax.tree_util.tree_flatten(alpha)
+    keys = jax.random.split(rng, len(leaves))
+    samples = [jax.nn.softmax((a + jax.random.gumbel(k, a.shape)) / tau) for a, k in zip(leaves, keys)]
+    gates = jax.tree_util.tree_unflatten(treedef, samples)
+    return jax.tree_util.tree_map(lambda g, f, c: jnp.where(f, jax.nn.one_hot(c, g.shape[-1]), g), gates, frozen, choice)
+
+
+def temperature(step: jax.Array, total_steps: int, cfg: SearchConfig) -> jax.Array:
+    """tau_start * (tau_end / tau_start)^(step / total_steps)."""
+    frac = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)
+    return cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** frac
+
+
+def kl_to_uniform(probs: Any) -> jax.Array:
+    """sum_l KL(p_l || U_K) = sum_l sum_k p_lk log(K p_lk)."""
+    return sum(jnp.sum(p * (jnp.log(jnp.clip(p, 1e-12)) + jnp.log(p.shape[-1])))
+               for p in jax.tree_util.tree_leaves(probs))
+
+
+def _forward(state: SearchState, params: Any, gates: Any, images: jax.Array, rng: jax.Array):
+    return state.apply_fn({"params": params, "batch_stats": state.batch_stats, "gates": gates}, images,
+                          train=True, mutable=["batch_stats"], rngs={"noise": rng})
+
+
+def _apply_alpha(state: SearchState, grads_a: Any, active: jax.Array) -> tuple[Any, Any]:
+    """One alpha update, zero for frozen layers and before the warm-up ends (moments untouched then)."""
+    updates, opt_a = state.tx_a.update(grads_a, state.opt_a, state.alpha)
+    updates = jax.tree_util.tree_map(lambda u, f: jnp.where(f | ~active, 0.0, u), updates, state.frozen)
+    opt_a = jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), opt_a, state.opt_a)
+    return optax.apply_updates(state.alpha, updates), opt_a
+
+
+def _apply_weights(state: SearchState, grads_w: Any) -> tuple[Any, Any]:
+    updates, opt_w = state.tx_w.update(grads_w, state.opt_w, state.params)
+    return optax.apply_updates(state.params, updates), opt_w
+
+
+def _augment(augment, rng, images):
+    return images if augment is None else augment(rng, images)
+
+
+def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, total_steps: int,
+                     alpha_start_step: int, augment=None, on_trace: Callable[[], None] | None = None) -> Callable:
+    """The jitted step of `cfg.variant`: `step(state, batch) -> (state, metrics)`, and for bilevel
+    `step(state, train_batch, val_batch)`. `on_trace` is called each time JAX traces the step (tests)."""
+    e_ref = energy.reference_pj
+    lam = cfg.lam
+
+    def energy_terms(alpha, frozen, choice):
+        probs = probabilities(alpha, frozen, choice)
+        e = energy.expected_pj(probs, energy_tree)
+        return probs, e
+
+    def metrics(ce, logits, labels, e):
+        return {"loss": ce, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels), "energy_pj": e,
+                "energy_rel": e / e_ref}
+
+    def soft_step(state: SearchState, batch: dict):
+        if on_trace is not None:
+            on_trace()
+        rng = jax.random.fold_in(state.rng, state.step)
+        aug_rng, noise_rng = jax.random.split(rng)
+        images = _augment(augment, aug_rng, batch["image"])
+
+        def loss_fn(params, alpha):
+            probs, e = energy_terms(alpha, state.frozen, state.choice)
+            logits, updates = _forward(state, params, probs, images, noise_rng)
+            ce = cross_entropy(logits, batch["label"])
+            return ce + lam * e / e_ref, (ce, e, logits, updates)
+
+        (_, (ce, e, logits, updates)), (g_w, g_a) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(
+            state.params, state.alpha)
+        alpha, opt_a = _apply_alpha(state, g_a, state.step >= alpha_start_step)
+        params, opt_w = _apply_weights(state, g_w)
+        new = state.replace(step=state.step + 1, params=params, alpha=alpha, opt_w=opt_w, opt_a=opt_a,
+                            batch_stats=updates["batch_stats"])
+        return new, metrics(ce, logits, batch["label"], e)
+
+    def bilevel_step(state: SearchState, train: dict, val: dict):
+        if on_trace is not None:
+            on_trace()
+        rng = jax.random.fold_in(state.rng, state.step)
+        aug_rng, noise_rng, val_rng = jax.random.split(rng, 3)
+        images = _augment(augment, aug_rng, train["image"])
+
+        def train_ce(params, alpha):
+            probs, _ = energy_terms(alpha, state.frozen, state.choice)
+            logits, updates = _forward(state, params, probs, images, noise_rng)
+            return cross_entropy(logits, train["label"]), (logits, updates)
+
+        def val_loss(alpha):
+            params = state.params
+            if cfg.second_order:
+                g = jax.grad(lambda p: train_ce(p, alpha)[0])(params)
+                params = jax.tree_util.tree_map(lambda p, d: p - cfg.unroll_lr * d, params, g)
+            probs, e = energy_terms(alpha, state.frozen, state.choice)
+            logits, _ = _forward(state, params, probs, val["image"], val_rng)  # BN statistics of val batch discarded
+            return cross_entropy(logits, val["label"]) + lam * e / e_ref
+
+        g_a = jax.grad(val_loss)(state.alpha)
+        alpha, opt_a = _apply_alpha(state, g_a, state.step >= alpha_start_step)
+        state = state.replace(alpha=alpha, opt_a=opt_a)
+        (ce, (logits, updates)), g_w = jax.value_and_grad(train_ce, has_aux=True)(state.params, state.alpha)
+        params, opt_w = _apply_weights(state, g_w)
+        _, e = energy_terms(state.alpha, state.frozen, state.choice)
+        new = state.replace(step=state.step + 1, params=params, opt_w=opt_w, batch_stats=updates["batch_stats"])
+        return new, metrics(ce, logits, train["label"], e)
+
+    def variational_step(state: SearchState, batch: dict):
+        if on_trace is not None:
+            on_trace()
+        rng = jax.random.fold_in(state.rng, state.step)
+        aug_rng, noise_rng, sample_rng = jax.random.split(rng, 3)
+        images = _augment(augment, aug_rng, batch["image"])
+        tau = temperature(state.step, total_steps, cfg)
+
+        def loss_fn(params, alpha):
+            gates = sampled_gates(alpha, state.frozen, state.choice, sample_rng, tau)
+            logits, updates = _forward(state, params, gates, images, noise_rng)
+            ce = cross_entropy(logits, batch["label"])
+            probs, e = energy_terms(alpha, state.frozen, state.choice)
+            return ce + lam * e / e_ref + cfg.kl_weight * kl_to_uniform(probs), (ce, e, logits, updates)
+
+        (_, (ce, e, logits, updates)), (g_w, g_a) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(
+            state.params, state.alpha)
+        alpha, opt_a = _apply_alpha(state, g_a, state.step >= alpha_start_step)
+        params, opt_w = _apply_weights(state, g_w)
+        new = state.replace(step=state.step + 1, params=params, alpha=alpha, opt_w=opt_w, opt_a=opt_a,
+                            batch_stats=updates["batch_stats"])
+        out = metrics(ce, logits, batch["label"], e)
+        out["tau"] = tau
+        return new, out
+
+    step = {"single": soft_step, "sequential": soft_step, "bilevel": bilevel_step,
+            "variational": variational_step}[cfg.variant]
+    return jax.jit(step)
+
+
+def freeze_next(state: SearchState, order: tuple[str, ...], how: str) -> tuple[SearchState, str | None]:
+    """Sequential assignment: fix one not-yet-frozen layer to argmax alpha_l and drop it from the search.
+    `how`: "confident" (the layer with the largest max_k p_lk), "forward"/"backward" (call order).
+    Returns the new state and the frozen layer's path (None when every layer is frozen)."""
+    alpha = traverse_util.flatten_dict(jax.device_get(state.alpha))
+    frozen = traverse_util.flatten_dict(jax.device_get(state.frozen))
+    by_path = {"/".join(k[:-1]): k for k in alpha}
+    open_paths = [p for p in order if not bool(frozen[by_path[p]])]
+    if not open_paths:
+        return state, None
+    if how == "forward":
+        path = open_paths[0]
+    elif how == "backward":
+        path = open_paths[-1]
+    else:
+        path = max(open_paths, key=lambda p: float(jnp.max(jax.nn.softmax(alpha[by_path[p]]))))
+    key = by_path[path]
+    choice = traverse_util.flatten_dict(jax.device_get(state.choice))
+    frozen[key] = jnp.asarray(True)
+    choice[key] = jnp.asarray(int(jnp.argmax(alpha[key])), jnp.int32)
+    state = state.replace(frozen=traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in frozen.items()}),
+                          choice=traverse_util.unflatten_dict({k: jnp.asarray(v, jnp.int32) for k, v in choice.items()}))
+    return state, path

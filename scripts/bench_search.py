@@ -1,0 +1,94 @@
+"""Benchmark: ENOS search-step time on ResNet-20 shapes (CIFAR, 32x32x3) with 4 candidates per layer,
+each divided by the plain all-MAC (8-bit uniform MAC) train-step time, measured in one run (interleaved
+medians, scripts/bench_qat.py).
+
+    python scripts/bench_search.py [--batch 64] [--rounds 10]        # full
+    python scripts/bench_search.py --quick                            # smoke: ResNet-8, batch 8, 2 rounds
+
+Rows: single-level (all 4 candidates evaluated and mixed), bi-level first order (one alpha step on a
+held-out batch + one weight step), variational (one sampled path per layer). Targets on 2 CPU cores
+(issue 7): variational <= 1.5 x all-MAC; bi-level <= 2 x single-level. Random inputs; only shapes matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+from bench_qat import interleaved_medians
+
+from pannjax.models import build_model
+from pannjax.search import SearchConfig, build_search_space, energy_model, make_search_step
+from pannjax.search.loop import create_search_state
+from pannjax.train import OptimizerConfig, create_train_state, make_optimizer, make_train_step
+
+CANDIDATES = {
+    "mac8": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "mac"}},
+    "mac4": {"quant": {"name": "uniform", "w_bits": 4, "x_bits": 4}, "op": {"name": "mac"}},
+    "shift4": {"quant": {"name": "pot", "w_bits": 4, "x_bits": 8}, "op": {"name": "shift"}},
+    "mac8_cim": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8},
+                 "op": {"name": "mac", "mode": {"kind": "analog", "adc_bits": 6}}},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="ResNet-8, batch 8, 2 rounds (a smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch, args.rounds, args.depth = 8, 2, 8
+    space = build_search_space(CANDIDATES, list(CANDIDATES), "mac8")
+
+    def resnet(policy):
+        return build_model("resnet", depth=args.depth, num_classes=10, policy=policy)
+
+    rng = np.random.default_rng(0)
+    batches = [{"image": rng.standard_normal((args.batch, 32, 32, 3), dtype=np.float32),
+                "label": rng.integers(0, 10, args.batch).astype(np.int32)} for _ in range(2)]
+    tx = make_optimizer(OptimizerConfig(), total_steps=1000, steps_per_epoch=100)
+    energy = energy_model(resnet, space, (32, 32, 3))
+
+    plain_step = make_train_step(None)
+    holder = {"plain": create_train_state(resnet(space.reference_policy()), tx, batches[0]["image"], 0)}
+
+    def run_plain():
+        holder["plain"], m = plain_step(holder["plain"], batches[0])
+        jax.block_until_ready(m["loss"])
+
+    steps = {"all-MAC train step": run_plain}
+    for variant in ("single", "bilevel", "variational"):
+        cfg = SearchConfig(variant=variant, lam=0.3)
+        state = create_search_state(resnet(space.reference_policy()), space, cfg, tx, batches[0]["image"], 0)
+        step = make_search_step(cfg, energy, energy.tree(state.alpha), 1000, 0)
+        holder[variant] = state
+
+        def run(variant=variant, step=step):
+            args_ = (batches[0], batches[1]) if variant == "bilevel" else (batches[0],)
+            holder[variant], m = step(holder[variant], *args_)
+            jax.block_until_ready(m["loss"])
+
+        steps[variant] = run
+    t0 = time.perf_counter()
+    med = interleaved_medians(steps, args.rounds)
+    base = med["all-MAC train step"]
+    ratios = {k: v / base for k, v in med.items()}
+    print(f"ResNet-{args.depth}, batch {args.batch}, {len(space.candidates)} candidates/layer "
+          f"({', '.join(space.names)}), {jax.device_count()} device(s), {args.rounds} rounds")
+    print(f"{'step':24s} {'median ms':>10s} {'/ all-MAC':>10s}")
+    for k, v in med.items():
+        print(f"{k:24s} {1e3 * v:10.1f} {ratios[k]:10.2f}")
+    print(f"bilevel / single = {med['bilevel'] / med['single']:.2f} (target <= 2); "
+          f"variational / all-MAC = {ratios['variational']:.2f} (target <= 1.5)")
+    print(json.dumps({"median_seconds": med, "ratio_to_all_mac": ratios,
+                      "bilevel_over_single": med["bilevel"] / med["single"], "batch": args.batch,
+                      "depth": args.depth, "bench_seconds": time.perf_counter() - t0}))
+
+
+if __name__ == "__main__":
+    main()
