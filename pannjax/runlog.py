@@ -39,3 +39,31 @@ def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line to `metrics.jsonl`."""
     with open(Path(run_dir) / "metrics.jsonl", "a") as f:
         f.write(json.dumps(to_jsonable(record), sort_keys=True) + "\n")
+
+
+class ScalarLog:
+    """Per-epoch metrics in two forms: `metrics.jsonl` (one JSON record per line, always) and, with
+    `tensorboard=True`, TensorBoard event files in `run_dir/tensorboard` (tensorboardX), so runs can be
+    compared with `tensorboard --logdir <sweep dir>`. Every numeric field of a record except `step` and
+    `epoch` becomes a scalar at global step `record["step"]`."""
+
+    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self._writer = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(logdir=str(self.run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        append_metrics(self.run_dir, record)
+        if self._writer is None:
+            return
+        for key, value in record.items():
+            if key not in ("step", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
+                self._writer.add_scalar(key, value, global_step=int(record["step"]))
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

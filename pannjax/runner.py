@@ -12,12 +12,16 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import jax
+import jax.numpy as jnp
 from omegaconf import DictConfig, OmegaConf
 
-from pannjax.build import build_policy
+from pannjax.build import build_policy, build_quantizers, load_plugins
 from pannjax.data import load_dataset
 from pannjax.errors import ConfigError
+from pannjax.hw.report import NetworkReport, build_report
 from pannjax.models import build_model
+from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.runlog import write_results
 from pannjax.train import OptimizerConfig, TrainerConfig, train_and_evaluate
 
@@ -49,22 +53,42 @@ def build_model_for(cfg: Mapping[str, Any], num_classes: int):
     return build_model(name, num_classes=num_classes, policy=policy, **model_cfg)
 
 
+def network_report(model, state, dataset) -> NetworkReport:
+    """The trained network's per-layer op counts and energy per example (`pannjax.hw.report`), from the
+    shapes of one input (no toggle simulation: cheap enough to write with every run)."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    sample = jax.ShapeDtypeStruct((1, *dataset.train_images.shape[1:]), jnp.float32)
+    return build_report(model, variables, sample, simulate=False)
+
+
 def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     """Train the configured model on the configured data; write and return `results.json`'s record."""
     c = to_container(cfg)
-    known = {"data", "model", "quant", "op", "trainer", "seed", "layers"}
+    known = {"data", "model", "quant", "op", "trainer", "seed", "layers", "experiment", "prune", "plugins"}
     unknown = sorted(set(c) - known - {"hydra"})
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
+    load_plugins(c.get("plugins") or [])
     data_cfg = dict(c["data"])
     dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
     model = build_model_for(c, dataset.num_classes)
     trainer = trainer_config(c["trainer"])
+    pruning = pruning_from_config(c.get("prune"), build_quantizers(c["quant"])[0])
     t0 = time.perf_counter()
-    _, results = train_and_evaluate(model, dataset, trainer, int(c["seed"]), run_dir)
+    init = {}
+    if trainer.init_from:  # fine-tuning: params/BN statistics of matching path and shape from that run
+        from pannjax.pann.convert import restore_run_variables
+
+        _, start, _ = restore_run_variables(trainer.init_from)
+        init = {"init_params": start["params"], "init_batch_stats": start["batch_stats"]}
+    state, results = train_and_evaluate(model, dataset, trainer, int(c["seed"]), run_dir, tx_tail=pruning, **init)
+    report = network_report(model, state, dataset)
+    report.save(run_dir)
     results.update({
         "data": c["data"]["name"], "model": c["model"]["name"], "quant": c["quant"], "op": c["op"],
-        "process_seconds": time.perf_counter() - t0,
+        "experiment": (c.get("experiment") or {}).get("name"), "process_seconds": time.perf_counter() - t0,
+        "energy_pj": report.total_energy_pj, "macs": report.total_macs,
+        "prune": c.get("prune") or {"name": "none"}, "weight_sparsity": weight_sparsity(state.params),
     })
     write_results(run_dir, results)
     log.info("test_accuracy %.4f  -> %s", results["test_accuracy"] or float("nan"), Path(run_dir) / "results.json")

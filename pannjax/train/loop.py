@@ -13,18 +13,21 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 from flax import traverse_util
 import jax
 import numpy as np
+import optax
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from pannjax.data.base import Dataset
 from pannjax.errors import ConfigError
-from pannjax.runlog import append_metrics
+from pannjax.runlog import ScalarLog
 from pannjax.train.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
+from pannjax.train.sharding import data_mesh, replicate, shard_batch
 from pannjax.train.state import (OptimizerConfig, TrainState, create_train_state, learning_rate_schedule,
                                  make_optimizer)
 from pannjax.train.steps import eval_step, make_train_step
@@ -45,8 +48,10 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     resume: bool = False
     stop_after_epochs: int | None = None
+    init_from: str | None = None  # run dir whose latest checkpoint initialises matching params (fine-tuning)
     progress: bool = True
     log_every: int = 10
+    tensorboard: bool = True
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -57,11 +62,12 @@ class TrainerConfig:
             raise ConfigError(f"trainer.keep_checkpoints={self.keep_checkpoints}: must be >= 1")
 
 
-def evaluate(state: TrainState, dataset: Dataset, batch_size: int, split: str = "test") -> dict[str, float]:
-    """Accuracy and mean loss over every example of `split`."""
+def evaluate(state: TrainState, dataset: Dataset, batch_size: int, split: str = "test",
+             mesh: Mesh | None = None) -> dict[str, float]:
+    """Accuracy and mean loss over every example of `split` (batches split over `mesh` when given)."""
     totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
     for batch in dataset.batches(split, batch_size, shuffle=False):
-        out = jax.device_get(eval_step(state, batch))
+        out = jax.device_get(eval_step(state, batch if mesh is None else shard_batch(batch, mesh)))
         for k in totals:
             totals[k] += out[k]
     return {"accuracy": float(totals["correct"]) / totals["count"], "loss": float(totals["loss_sum"]) / totals["count"]}
@@ -80,17 +86,22 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
 
 def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfig, seed: int,
                        run_dir: str | Path, init_params: Any | None = None,
-                       init_batch_stats: Any | None = None) -> tuple[TrainState, dict[str, Any]]:
+                       init_batch_stats: Any | None = None,
+                       tx_tail: Callable[[int], optax.GradientTransformation] | None = None,
+                       ) -> tuple[TrainState, dict[str, Any]]:
     """Train `model` on `dataset`; returns the final state and the results record.
 
     `init_params`/`init_batch_stats` (e.g. from a float checkpoint) replace the matching entries of the
-    fresh initialisation, for fine-tuning a converted network.
+    fresh initialisation, for fine-tuning a converted network. `tx_tail(total_steps)` (e.g. PoT pruning,
+    `pannjax.prune.pruning_from_config`) is chained after the optimiser: it sees the final updates.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = dataset.steps_per_epoch(trainer.batch_size)
     total_steps = steps_per_epoch * trainer.epochs
     tx = make_optimizer(trainer.optimizer, total_steps, steps_per_epoch)
+    if tx_tail is not None:
+        tx = optax.chain(tx, tx_tail(total_steps))
     lr_at = learning_rate_schedule(trainer.optimizer, total_steps, steps_per_epoch)
     sample = dataset.train_images[: min(trainer.batch_size, len(dataset.train_images))]
     state = create_train_state(model, tx, sample, seed)
@@ -110,8 +121,14 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
     elif trainer.resume:
         log.info("trainer.resume=true but no checkpoint in %s: starting from scratch", run_dir / "checkpoints")
     metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+    mesh = data_mesh()  # data parallel over every local device (pannjax/train/sharding.py)
+    if trainer.batch_size % mesh.size:
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size} must be a multiple of the {mesh.size} devices "
+                          "used for data-parallel training")
+    state = replicate(state, mesh)
 
     train_step = make_train_step(dataset.augment)
+    scalars = ScalarLog(run_dir, trainer.tensorboard)
     wall_before = history[-1]["wall_seconds"] if history else 0.0
     t0 = time.perf_counter()
     last_epoch = trainer.epochs if trainer.stop_after_epochs is None else min(
@@ -122,24 +139,25 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
                    desc=f"epoch {epoch + 1}/{trainer.epochs}", disable=not trainer.progress, leave=False)
         pending = []
         for batch in bar:
-            state, m = train_step(state, batch)
+            state, m = train_step(state, shard_batch(batch, mesh))
             pending.append(m)
             if len(pending) == trainer.log_every:
                 sums, n = _accumulate(sums, n, pending)
                 pending = []
                 bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", acc=f"{sums['accuracy'] / n:.3f}")
         sums, n = _accumulate(sums, n, pending)
-        test = evaluate(state, dataset, trainer.eval_batch_size)
+        test = evaluate(state, dataset, trainer.eval_batch_size, mesh=mesh)
         record = {"epoch": epoch + 1, "step": int(state.step), "train_loss": sums["loss"] / n,
                   "train_accuracy": sums["accuracy"] / n, "test_loss": test["loss"], "test_accuracy": test["accuracy"],
                   "lr": float(lr_at(int(state.step))),
                   "wall_seconds": wall_before + time.perf_counter() - t0}
-        append_metrics(run_dir, record)
+        scalars.write(record)
         history.append(record)
         log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  test_acc %.4f", epoch + 1, trainer.epochs,
                  record["train_loss"], record["train_accuracy"], record["test_accuracy"])
         if manager is not None:
             save_checkpoint(manager, epoch + 1, state, {"test_accuracy": test["accuracy"]})
+    scalars.close()
     if manager is not None:
         manager.close()
 
@@ -151,7 +169,7 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
         "best_test_accuracy": best.get("test_accuracy"), "best_epoch": best.get("epoch"),
         "epochs": final.get("epoch", 0), "epochs_planned": trainer.epochs, "steps": int(state.step),
         "seed": seed, "wall_seconds": final.get("wall_seconds", 0.0), "params": count_params(state.params),
-        "completed": final.get("epoch", 0) == trainer.epochs,
+        "completed": final.get("epoch", 0) == trainer.epochs, "devices": mesh.size,
     }
     return state, results
 
