@@ -1,0 +1,183 @@
+"""Run (or resume) a paper-table experiment and turn its sweep into a table, a plot and measured-vs-published.
+
+An experiment is a Hydra config `configs/experiment/<name>.yaml` (package `_global_`) that selects the
+groups, sets the sweep (`hydra.sweeper.params`) and carries an `experiment:` block:
+
+    experiment:
+      name: pot_vs_uniform
+      entry: train                 # experiments/<entry>.py runs it (train | search | pann)
+      columns: [quant.name, op.name, test_accuracy, energy_pj]   # table columns (results.json keys)
+      group_by: [quant.name, op.name]           # optional: one row per group, mean/std over the rest (seeds)
+      plot: {x: energy_pj, y: test_accuracy, label: quant.name}  # Pareto front marked
+      expected:                                                  # published numbers, printed beside ours
+        source: "Paper, Table 2"
+        metric: test_accuracy
+        rows:
+          - {match: {quant.name: pot}, value: 0.913}
+
+`reproduce(name)` launches `experiments/<entry>.py -m +experiment=<name>` into a fixed sweep directory
+(`trainer.resume=true` for training entries, so an interrupted reproduction continues from its orbax
+checkpoints and finished jobs return at once), shows a progress bar with ETA over the jobs while it
+runs, then writes `summary.md`, `summary.json` and `summary.png` into the sweep directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+from tqdm.auto import tqdm
+
+from pannjax.errors import ConfigError
+from pannjax.runlog import to_jsonable
+from pannjax.sweep import collect_results, group_mean, markdown_table, plot_pareto
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs" / "experiment"
+ENTRIES = ("train", "search", "pann")
+RESUMABLE = ("train",)
+#: axis titles (with units) of the usual results.json columns
+AXIS_LABELS = {"energy_pj": "energy per example (pJ)", "test_accuracy": "test accuracy",
+               "energy_rel": "energy relative to all-MAC", "macs": "MACs per example"}
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_experiment(name: str) -> dict[str, Any]:
+    """The raw experiment YAML (not composed: only its own `experiment` and `hydra.sweeper` blocks are read)."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"experiment {name!r} not found in {CONFIG_DIR}; available: {', '.join(experiment_names())}")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    meta = cfg.get("experiment") or {}
+    entry = meta.get("entry", "train")
+    if entry not in ENTRIES:
+        raise ConfigError(f"{path}: experiment.entry={entry!r}; expected one of {ENTRIES}")
+    return cfg
+
+
+def count_jobs(sweep_params: Mapping[str, Any] | None) -> int | None:
+    """Number of jobs of the basic sweeper's grid, when every value is a plain comma list; else None."""
+    if not sweep_params:
+        return 1
+    sizes = []
+    for value in sweep_params.values():
+        text = str(value)
+        if any(tok in text for tok in ("range(", "interval(", "choice(", "glob(")):
+            return None
+        sizes.append(len(text.split(",")))
+    return math.prod(sizes)
+
+
+def sweep_command(name: str, entry: str, sweep_dir: Path, overrides: Sequence[str]) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "experiments" / f"{entry}.py"), "-m", f"+experiment={name}",
+           f"hydra.sweep.dir={sweep_dir}"]
+    if entry in RESUMABLE:
+        cmd.append("trainer.resume=true")
+    return cmd + list(overrides)
+
+
+def run_sweep(cmd: list[str], sweep_dir: Path, jobs: int | None, log_path: Path) -> None:
+    """Run the sweep as a child process, polling finished jobs (results.json files) for the progress bar."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+
+    def finished() -> int:
+        return sum(1 for p in sweep_dir.glob("*/results.json"))
+
+    with open(log_path, "a") as log, tqdm(total=jobs, initial=finished(), desc="jobs", unit="job") as bar:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        done = bar.n
+        while proc.poll() is None:
+            time.sleep(2.0)
+            now = finished()
+            if now > done:
+                bar.update(now - done)
+                done = now
+        bar.update(finished() - done)
+    if proc.returncode:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
+        raise ConfigError(f"the sweep failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def table_rows(rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows and columns of the experiment's table. With `group_by`, runs sharing those values (e.g.
+    seeds) become one row with `n` and `<column>.mean`/`.std` for every other column (`sweep.group_mean`)."""
+    columns = list(meta.get("columns") or ["overrides", "test_accuracy", "energy_pj"])
+    group_by = list(meta.get("group_by") or [])
+    if not group_by:
+        return rows, columns
+    values = [c for c in columns if c not in group_by]
+    return group_mean(rows, group_by, values), [*group_by, "n", *(f"{v}.{s}" for v in values for s in ("mean", "std"))]
+
+
+def compare_expected(rows: list[dict[str, Any]], expected: Mapping[str, Any] | None,
+                     suffix: str = "") -> list[dict[str, Any]]:
+    """Published vs measured: for each expected row, the mean `metric` (+ `suffix`, e.g. ".mean" on
+    grouped rows) over the measured rows whose columns equal its `match` values."""
+    if not expected:
+        return []
+    metric = expected.get("metric", "test_accuracy") + suffix
+    out = []
+    for item in expected.get("rows", []):
+        match = item.get("match", {})
+        hits = [r[metric] for r in rows if _is_number(r.get(metric))
+                and all(str(r.get(k)) == str(v) for k, v in match.items())]
+        measured = sum(hits) / len(hits) if hits else None
+        out.append({"setting": ", ".join(f"{k}={v}" for k, v in match.items()), "metric": metric,
+                    "published": item.get("value"), "measured": measured,
+                    "delta": None if measured is None or item.get("value") is None else measured - item["value"],
+                    "source": expected.get("source", "")})
+    return out
+
+
+def summarize(sweep_dir: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Table, plot and comparison of a finished sweep directory; returns the summary record."""
+    rows = collect_results(sweep_dir)
+    if not rows:
+        raise ConfigError(f"no results.json under {sweep_dir}: the sweep produced no finished run")
+    grouped, columns = table_rows(rows, meta)
+    suffix = ".mean" if meta.get("group_by") else ""
+    table = markdown_table(grouped, columns)
+    comparison = compare_expected(grouped, meta.get("expected"), suffix)
+    text = f"# {meta.get('name', sweep_dir.name)}\n\n{table}"
+    if comparison:
+        text += "\nMeasured vs published (" + comparison[0]["source"] + ")\n\n" + markdown_table(
+            comparison, ["setting", "metric", "published", "measured", "delta"])
+    plot = meta.get("plot") or {"x": "energy_pj", "y": "test_accuracy"}
+    plot_path = sweep_dir / "summary.png"
+    plot_pareto(grouped, plot["x"] + suffix, plot["y"] + suffix, plot_path, label=plot.get("label"),
+                x_label=plot.get("x_label", AXIS_LABELS.get(plot["x"], plot["x"])),
+                y_label=plot.get("y_label", AXIS_LABELS.get(plot["y"], plot["y"])), title=meta.get("name"))
+    (sweep_dir / "summary.md").write_text(text)
+    summary = {"experiment": meta.get("name"), "rows": grouped, "columns": columns, "expected": comparison,
+               "plot": str(plot_path)}
+    (sweep_dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2, sort_keys=True) + "\n")
+    return {"text": text, **summary}
+
+
+def reproduce(name: str, sweep_dir: str | Path | None = None, overrides: Sequence[str] = (),
+              run: bool = True) -> dict[str, Any]:
+    """Run or resume experiment `name` into `sweep_dir` (default `reproduce/<name>`), then summarize it."""
+    cfg = load_experiment(name)
+    meta = {"name": name, **(cfg.get("experiment") or {})}
+    sweep_dir = Path(sweep_dir or ROOT / "reproduce" / name).resolve()
+    if run:
+        params = ((cfg.get("hydra") or {}).get("sweeper") or {}).get("params")
+        cmd = sweep_command(name, meta.get("entry", "train"), sweep_dir, overrides)
+        run_sweep(cmd, sweep_dir, count_jobs(params), sweep_dir / "reproduce.log")
+    return summarize(sweep_dir, meta)
