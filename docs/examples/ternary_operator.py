@@ -1,0 +1,59 @@
+"""Worked example for docs/extending.md: a ternary-weight operator added to pannjax from outside the package.
+
+Ternary weight networks (Li, Zhang & Liu, "Ternary Weight Networks", arXiv 1605.04711, Sec. 2.2): each
+output channel's weights become alpha * t with t in {-1, 0, +1},
+
+    t = sign(w) * [|w| > delta],   delta = 0.7 * mean|w|,   alpha = mean(|w| : |w| > delta)      (Eq. 9-10)
+
+so a product x * t is an addition, a subtraction or nothing and the layer needs one multiplication by
+alpha per output. Gradients are straight-through (d alpha*t / d w = 1), as in the paper's training.
+
+Cost per example: one add into the B-bit accumulator per product (this example does not model zero
+gating; set `skips_zero_weights = True` and feed the density to model it), plus one b_x x 8-bit multiply
+per output for alpha. Both kinds already exist in pannjax/hw/tables/energy_45nm.yaml.
+
+Use it (nothing in pannjax is edited):
+    python experiments/train.py plugins=[docs/examples/ternary_operator.py] \
+        hydra.searchpath=[file://docs/examples/configs] op=ternary
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from pannjax.build import register_operator
+from pannjax.ops import ComputeMode, ContractionShape, Operator, OpCount
+from pannjax.ops.base import linear_conv
+
+
+def ternarize(w: jax.Array, threshold: float) -> jax.Array:
+    """alpha * t per output channel (last axis), with a straight-through gradient."""
+    axes = tuple(range(w.ndim - 1))
+    delta = threshold * jnp.mean(jnp.abs(w), axis=axes, keepdims=True)
+    keep = jnp.abs(w) > delta
+    alpha = jnp.sum(jnp.abs(w) * keep, axis=axes, keepdims=True) / jnp.maximum(jnp.sum(keep, axis=axes, keepdims=True), 1)
+    t = jnp.sign(w) * keep
+    return w + jax.lax.stop_gradient(alpha * t - w)
+
+
+@struct.dataclass
+class TernaryOperator(Operator):
+    """y = x . (alpha * t): MAC on ternarised weights (see module docstring)."""
+
+    name = "ternary"
+    threshold: float = struct.field(pytree_node=False, default=0.7)
+    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
+
+    def dense_digital(self, x, w):
+        return x @ ternarize(w, self.threshold)
+
+    def conv_digital(self, x, w, strides, padding, groups):
+        return linear_conv(x, ternarize(w, self.threshold), strides, padding, groups)
+
+    def digital_cost(self, shape: ContractionShape, x_format, w_format, acc_bits):
+        if x_format.is_float:
+            return (OpCount("fadd", (x_format.bits,), shape.macs), OpCount("fmul", (x_format.bits,), shape.outputs))
+        return (OpCount("add", (acc_bits,), shape.macs), OpCount("mul", (x_format.bits, 8), shape.outputs))
+
+
+register_operator("ternary", TernaryOperator)
