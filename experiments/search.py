@@ -9,14 +9,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pannjax.runner import exit_on_config_error
+from pannjax.runner import exit_on_config_error, objective
 from pannjax.search.runner import run_search_experiment
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="search")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | tuple[float, ...]:
     with exit_on_config_error():
-        return run_search_experiment(cfg, HydraConfig.get().runtime.output_dir)["test_accuracy"]
+        return objective(run_search_experiment(cfg, HydraConfig.get().runtime.output_dir), cfg.get("objective"))
 
 
 if __name__ == "__main__":

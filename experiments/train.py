@@ -10,13 +10,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pannjax.runner import exit_on_config_error, run_train
+from pannjax.runner import exit_on_config_error, objective, run_train
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | tuple[float, ...]:
     with exit_on_config_error():
-        return run_train(cfg, HydraConfig.get().runtime.output_dir)["test_accuracy"]
+        return objective(run_train(cfg, HydraConfig.get().runtime.output_dir), cfg.get("objective"))
 
 
 if __name__ == "__main__":

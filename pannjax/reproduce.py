@@ -12,8 +12,10 @@ groups, sets the sweep (`hydra.sweeper.params`) and carries an `experiment:` blo
       expected:                                                  # published numbers, printed beside ours
         source: "Paper, Table 2"
         metric: test_accuracy
-        rows:
+        rows:                                                    # numbers a table row can be compared with
           - {match: {quant.name: pot}, value: 0.913}
+        claims:                                                  # statements the table is read against
+          - {claim: "energy efficiency of PoT vs uniform accelerator", published: ">= 1.4x"}
 
 `reproduce(name)` launches `experiments/<entry>.py -m +experiment=<name>` into a fixed sweep directory
 (`trainer.resume=true` for training entries, so an interrupted reproduction continues from its orbax
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs" / "experiment"
 ENTRIES = ("train", "search", "pann")
 RESUMABLE = ("train",)
+EXPECTED_KEYS = {"source", "metric", "rows", "claims"}
 #: axis titles (with units) of the usual results.json columns
 AXIS_LABELS = {"energy_pj": "energy per example (pJ)", "test_accuracy": "test accuracy",
                "energy_rel": "energy relative to all-MAC", "macs": "MACs per example"}
@@ -64,6 +67,10 @@ def load_experiment(name: str) -> dict[str, Any]:
     entry = meta.get("entry", "train")
     if entry not in ENTRIES:
         raise ConfigError(f"{path}: experiment.entry={entry!r}; expected one of {ENTRIES}")
+    unknown = sorted(set(meta.get("expected") or {}) - EXPECTED_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: experiment.expected.{unknown[0]} is not a known key; "
+                          f"valid: {', '.join(sorted(EXPECTED_KEYS))}")
     return cfg
 
 
@@ -155,9 +162,13 @@ def summarize(sweep_dir: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     table = markdown_table(grouped, columns)
     comparison = compare_expected(grouped, meta.get("expected"), suffix)
     text = f"# {meta.get('name', sweep_dir.name)}\n\n{table}"
+    expected = meta.get("expected") or {}
     if comparison:
         text += "\nMeasured vs published (" + comparison[0]["source"] + ")\n\n" + markdown_table(
             comparison, ["setting", "metric", "published", "measured", "delta"])
+    if expected.get("claims"):
+        text += (f"\nPublished claims ({expected.get('source', 'source not given')}), to read the table against\n\n"
+                 + markdown_table(expected["claims"], ["claim", "published"]))
     plot = meta.get("plot") or {"x": "energy_pj", "y": "test_accuracy"}
     plot_path = sweep_dir / "summary.png"
     plot_pareto(grouped, plot["x"] + suffix, plot["y"] + suffix, plot_path, label=plot.get("label"),
@@ -165,6 +176,7 @@ def summarize(sweep_dir: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
                 y_label=plot.get("y_label", AXIS_LABELS.get(plot["y"], plot["y"])), title=meta.get("name"))
     (sweep_dir / "summary.md").write_text(text)
     summary = {"experiment": meta.get("name"), "rows": grouped, "columns": columns, "expected": comparison,
+               "claims": expected.get("claims", []), "source": expected.get("source"),
                "plot": str(plot_path)}
     (sweep_dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2, sort_keys=True) + "\n")
     return {"text": text, **summary}

@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ from pannjax.hw.report import NetworkReport, build_report
 from pannjax.models import build_model
 from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.runlog import write_results
+from pannjax.sweep import flatten
 from pannjax.train import OptimizerConfig, TrainerConfig, train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def network_report(model, state, dataset) -> NetworkReport:
 def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     """Train the configured model on the configured data; write and return `results.json`'s record."""
     c = to_container(cfg)
-    known = {"data", "model", "quant", "op", "trainer", "seed", "layers", "experiment", "prune", "plugins"}
+    known = {"data", "model", "quant", "op", "trainer", "seed", "layers", "experiment", "prune", "plugins",
+             "objective"}
     unknown = sorted(set(c) - known - {"hydra"})
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
@@ -93,6 +95,23 @@ def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     write_results(run_dir, results)
     log.info("test_accuracy %.4f  -> %s", results["test_accuracy"] or float("nan"), Path(run_dir) / "results.json")
     return results
+
+
+def objective(results: Mapping[str, Any], keys: Sequence[str] | str | None) -> float | tuple[float, ...]:
+    """What an entry point returns to Hydra's sweeper (the Optuna sweeper optimises it): the `results.json`
+    values named by the config key `objective` (dotted paths such as `summary.2bit.pann_accuracy` allowed).
+    One key gives a float, several a tuple for a multi-objective study (`hydra/sweeper=optuna_pareto`:
+    maximise accuracy, minimise energy)."""
+    keys = [keys] if isinstance(keys, str) else list(keys or ["test_accuracy"])
+    flat = flatten(results)
+    values = []
+    for key in keys:
+        value = flat.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            numeric = sorted(k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+            raise ConfigError(f"objective: {key!r} is not a number in results.json; choose from {', '.join(numeric)}")
+        values.append(float(value))
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 @contextlib.contextmanager

@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pannjax.errors import ConfigError
-from pannjax.reproduce import compare_expected, count_jobs, experiment_names, load_experiment, table_rows
+from pannjax.reproduce import (compare_expected, count_jobs, experiment_names, load_experiment, summarize,
+                               table_rows)
+from pannjax.runner import objective
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,3 +78,52 @@ def test_unknown_experiment_is_one_line_error():
     proc = _reproduce("no_such_experiment")
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: experiment 'no_such_experiment' not found")
+
+
+def test_paper_experiments_record_their_source_and_claims(tmp_path):
+    """Every paper-table experiment names its source; summaries print the published claims beside the table."""
+    for name in ("pann_resnet20_cifar10_ptq", "pann_resnet20_cifar10_qat", "pot_cifar10_resnet20",
+                 "enos_shufflenet_cifar10", "enos_shufflenet_cifar100", "enos_squeezenet_cifar10",
+                 "enos_squeezenet_cifar100"):
+        expected = load_experiment(name)["experiment"]["expected"]
+        assert expected["source"] and expected["claims"], name
+    run = tmp_path / "0"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"variant": "single", "lambda": 0.3, "test_accuracy": 0.9,
+                                                  "energy_rel": 0.4}))
+    meta = {"name": "enos_shufflenet_cifar10", **load_experiment("enos_shufflenet_cifar10")["experiment"]}
+    summary = summarize(tmp_path, meta)
+    assert "+10 to +20 %" in summary["text"] and "| single | 0.3 | 0.9 |" in summary["text"]
+    assert (tmp_path / "summary.png").is_file()
+
+
+def test_unknown_expected_key_is_a_one_line_error(tmp_path, monkeypatch):
+    import pannjax.reproduce as reproduce
+
+    (tmp_path / "bad.yaml").write_text("experiment:\n  name: bad\n  expected: {sauce: paper}\n")
+    monkeypatch.setattr(reproduce, "CONFIG_DIR", tmp_path)
+    with pytest.raises(ConfigError, match="expected.sauce is not a known key"):
+        load_experiment("bad")
+
+
+def test_objective_returns_results_values_for_the_sweeper():
+    results = {"test_accuracy": 0.9, "energy_pj": 12.0, "summary": {"2bit": {"pann_accuracy": 0.8}}, "name": "x"}
+    assert objective(results, None) == 0.9
+    assert objective(results, ["summary.2bit.pann_accuracy"]) == 0.8
+    assert objective(results, ["test_accuracy", "energy_pj"]) == (0.9, 12.0)
+    with pytest.raises(ConfigError, match="'name' is not a number in results.json"):
+        objective(results, ["name"])
+
+
+def test_optuna_pareto_sweep_of_accuracy_and_energy(tmp_path):
+    """configs/hydra/sweeper/optuna_pareto.yaml: two NSGA-II trials over the PANN QAT budget."""
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "train.py"), "-m", "hydra/sweeper=optuna_pareto",
+                           "objective=[test_accuracy,energy_pj]", "quant=pann", "quant.budget_bits=range(2,5)",
+                           "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "trainer.epochs=1",
+                           "trainer.progress=false", "trainer.checkpoint=false", "model.width=4",
+                           f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert result["solutions"] and all(len(s["values"]) == 2 for s in result["solutions"])
+    assert len(list(tmp_path.glob("*/results.json"))) == 2

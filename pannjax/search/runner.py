@@ -79,7 +79,7 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
     """Search, derive, retrain, report (see module docstring); writes and returns results.json's record.
     `on_trace` is called whenever the search step is traced (tests check it runs once)."""
     c = to_container(cfg)
-    known = {"data", "model", "trainer", "search", "seed", "experiment", "expected", "plugins"}
+    known = {"data", "model", "trainer", "search", "seed", "experiment", "plugins", "objective"}
     unknown = sorted(set(c) - known - {"hydra"})
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
@@ -166,8 +166,6 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
         "search_history": history, "search_epochs": scfg.epochs, "retrain_epochs": retrain_epochs,
         "baseline_epochs": baseline_epochs, **times, "total_seconds": sum(times.values()),
     }
-    if c.get("expected"):
-        results["expected"] = c["expected"]
     write_results(run_dir, results)
     log.info("assignment %s", chosen)
     log.info("energy %.1f pJ (%.3f of all-%s), accuracy before %.4f after %s baseline %s", e_derived, e_derived / e_ref,
