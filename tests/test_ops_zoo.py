@@ -211,10 +211,10 @@ def test_deepshift_rounding_is_identity_on_pot_quantizer_output(bits, zero_level
     for q in (PotQuantizer(bits=bits, zero_level=zero_level, scale_mode="max"),
               PotQuantizer(bits=bits, zero_level=zero_level, per_channel=False, scale_mode="fixed", fixed_scale=0.3)):
         wq = q.quantize(w)
-        np.testing.assert_array_equal(ShiftOperator().pot_weights(wq), wq)
-    rounded = np.asarray(ShiftOperator(weight_bits=bits).pot_weights(w))  # float weights become PoT
+        np.testing.assert_array_equal(ShiftOperator().weight_transform(wq), wq)
+    rounded = np.asarray(ShiftOperator(weight_bits=bits).weight_transform(w))  # float weights become PoT
     np.testing.assert_allclose(rounded, pot_round(w, bits), rtol=1e-6)
-    np.testing.assert_array_equal(ShiftOperator(weight_bits=None).pot_weights(w), w)
+    np.testing.assert_array_equal(ShiftOperator(weight_bits=None).weight_transform(w), w)
 
 
 # -- cost, analog mode, configuration ----------------------------------------------------------------

@@ -13,6 +13,7 @@ from pannjax.models import build_model
 from pannjax.nn import describe_layers
 from pannjax.search import (GATES, SearchConfig, build_search_space, energy_model, inherit_params, search_apply_fn,
                             search_init)
+from pannjax.search.layers import contraction_groups
 from pannjax.search.loop import create_search_state
 from pannjax.search.runner import run_search_experiment
 from pannjax.search.steps import freeze_next, make_search_step, probabilities
@@ -100,6 +101,26 @@ def test_hook_with_one_hot_gates_equals_derived_network(digits):
     # single path picks the same candidate and gives the same forward value
     y_path = search_apply_fn(model, space, True)({**variables, GATES: gates}, x, train=False)
     np.testing.assert_allclose(y_path, y_derived, rtol=1e-5, atol=1e-5)
+
+
+def test_single_path_of_linear_operators_keeps_each_weight_rounding(digits):
+    """Shift (DeepShift-Q rounding of 8-bit weights), MAC and binary weights share one contraction in the
+    single-path forward, each with its own weight rounding, whatever their order."""
+    candidates = {**CANDIDATES, "shift_q": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "shift"}},
+                  "bwn": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "bwn"}}}
+    space = build_search_space(candidates, ["shift_q", "mac8", "bwn"], "mac8")
+    assert contraction_groups(space.candidates) == [[0, 1, 2]]
+    model = small_cnn(space.reference_policy())
+    x = jnp.asarray(digits.train_images[:8])
+    variables = search_init(model, space, False, jax.random.key(0), x)
+    for chosen in ({"stem": "mac8", "conv1": "shift_q", "conv2": "bwn", "head": "mac8"},
+                   {"stem": "shift_q", "conv1": "mac8", "conv2": "mac8", "head": "bwn"}):
+        gates = {p: {"g": jax.nn.one_hot(space.names.index(n), 3)} for p, n in chosen.items()}
+        derived = small_cnn(space.derived_policy(chosen))
+        y_derived = derived.apply({"params": inherit_params(variables["params"], chosen),
+                                   "batch_stats": variables["batch_stats"]}, x, train=False)
+        y_path = search_apply_fn(model, space, True)({**variables, GATES: gates}, x, train=False)
+        np.testing.assert_allclose(y_path, y_derived, rtol=1e-5, atol=1e-5)
 
 
 def test_shufflenet_search_step_on_mock_cifar(mock_cifar):

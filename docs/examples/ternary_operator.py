@@ -22,8 +22,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pannjax.build import register_operator
-from pannjax.ops import ComputeMode, ContractionShape, Operator, OpCount
-from pannjax.ops.base import linear_conv
+from pannjax.ops import ComputeMode, ContractionShape, LinearOperator, OpCount
 
 
 def ternarize(w: jax.Array, threshold: float) -> jax.Array:
@@ -37,18 +36,15 @@ def ternarize(w: jax.Array, threshold: float) -> jax.Array:
 
 
 @struct.dataclass
-class TernaryOperator(Operator):
-    """y = x . (alpha * t): MAC on ternarised weights (see module docstring)."""
+class TernaryOperator(LinearOperator):
+    """y = x . (alpha * t): the linear contraction (inherited) on ternarised weights (module docstring)."""
 
     name = "ternary"
     threshold: float = struct.field(pytree_node=False, default=0.7)
     mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
-    def dense_digital(self, x, w):
-        return x @ ternarize(w, self.threshold)
-
-    def conv_digital(self, x, w, strides, padding, groups):
-        return linear_conv(x, ternarize(w, self.threshold), strides, padding, groups)
+    def weight_transform(self, w):
+        return ternarize(w, self.threshold)
 
     def digital_cost(self, shape: ContractionShape, x_format, w_format, acc_bits):
         if x_format.is_float:

@@ -145,8 +145,8 @@ class Operator:
 
     name: str = "operator"
     #: True when the digital contraction is the ordinary linear one (`linear_conv` / matmul) on the
-    #: quantized operands, so operators with this flag and the same `mode` compute the same function of
-    #: (quantized x, quantized w); a single-path search runs one contraction for all of them.
+    #: quantized activations and the `weight_transform`-ed quantized weights, so operators with this flag
+    #: and the same `mode` differ only in their weights; a single-path search runs one contraction for all.
     linear_contraction: bool = False
     skips_zero_weights: bool = False  # digital datapath clock-gates products whose weight is zero
     mode: ComputeMode
@@ -162,11 +162,17 @@ class Operator:
                      acc_bits: int) -> tuple[OpCount, ...]:  # pragma: no cover
         raise NotImplementedError
 
+    def weight_transform(self, w: jax.Array) -> jax.Array:
+        """The operator's own rounding of the weights it receives (DeepShift-Q powers of two, binarisation),
+        applied once before the contraction (analog: before the crossbar chunks). Identity by default."""
+        return w
+
     # -- public API ----------------------------------------------------------------------------
     def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         if w.ndim != 2 or x.shape[-1] != w.shape[0]:
             raise ConfigError(f"dense expects x (..., {w.shape[0] if w.ndim == 2 else '?'}) and w (C_in, C_out); "
                               f"got x {x.shape} and w {w.shape}")
+        w = self.weight_transform(w)
         if not self.mode.is_analog:
             return self.dense_digital(x, w)
         rows = self.mode.rows_per_array
@@ -179,6 +185,7 @@ class Operator:
     def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
              groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
         check_conv_shapes(x, w, groups)
+        w = self.weight_transform(w)
         strides, padding = tuple(int(s) for s in strides), normalize_padding(padding)
         if not self.mode.is_analog:
             return self.conv_digital(x, w, strides, padding, groups)
@@ -212,3 +219,17 @@ class Operator:
             OpCount("adc", (self.mode.adc_bits,), shape.outputs * chunks),
             OpCount("add", (acc_bits,), shape.outputs * max(chunks - 1, 0)),
         )
+
+
+class LinearOperator(Operator):
+    """Base of operators whose digital contraction is the ordinary linear one on the (transformed)
+    quantized operands: `x @ w` and `linear_conv` (MAC, shift on powers of two, binary weights). They differ
+    in `weight_transform` and in what their `digital_cost` charges for the same arithmetic."""
+
+    linear_contraction = True
+
+    def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        return jnp.matmul(x, w)
+
+    def conv_digital(self, x, w, strides, padding, groups) -> jax.Array:
+        return linear_conv(x, w, strides, padding, groups)

@@ -17,14 +17,12 @@ B bits; float: "fadd") and one multiplication by alpha ("mul" b_x x b_x, float: 
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount, Padding, linear_conv
+from pannjax.ops.base import ComputeMode, ContractionShape, LinearOperator, OpCount
 from pannjax.quant.ste import binarize_ste
 
 
@@ -43,25 +41,14 @@ def scaling_cost(shape: ContractionShape, x_format: NumberFormat, multiplies: in
 
 
 @struct.dataclass
-class BwnOperator(Operator):
+class BwnOperator(LinearOperator):
     """Binary weights sign(w) * alpha with real activations: MAC on the binarised kernel (module docstring)."""
 
     name = "bwn"
     mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
-    # the kernel is binarised once, before the (analog: per crossbar chunk) contraction
-    def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        return super().dense(x, binary_weights(w), rng)
-
-    def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
-             groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
-        return super().conv(x, binary_weights(w), strides, padding, groups, rng)
-
-    def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        return jnp.matmul(x, w)
-
-    def conv_digital(self, x, w, strides, padding, groups) -> jax.Array:
-        return linear_conv(x, w, strides, padding, groups)
+    def weight_transform(self, w: jax.Array) -> jax.Array:
+        return binary_weights(w)
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
                      acc_bits: int) -> tuple[OpCount, ...]:

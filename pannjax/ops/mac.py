@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 from flax import struct
 
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount, linear_conv
+from pannjax.ops.base import ComputeMode, ContractionShape, LinearOperator, OpCount
 
 
 @struct.dataclass
-class MacOperator(Operator):
+class MacOperator(LinearOperator):
     """Dense: `x @ w`. Conv: `lax.conv_general_dilated` (NHWC/HWIO, any stride, padding, groups, so
     depthwise convs are groups == C_in). Cost per output: fan_in multiplies (b_x x b_w) and fan_in
     additions into the B-bit accumulator; float operands count fmul/fadd instead."""
 
     name = "mac"
-    linear_contraction = True
     mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
-
-    def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        return jnp.matmul(x, w)
-
-    def conv_digital(self, x, w, strides, padding, groups) -> jax.Array:
-        return linear_conv(x, w, strides, padding, groups)
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
                      acc_bits: int) -> tuple[OpCount, ...]:

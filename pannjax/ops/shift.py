@@ -37,8 +37,8 @@ from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import (ComputeMode, ContractionShape, Operator, OpCount, Padding, check_conv_shapes,
-                              linear_conv, normalize_padding)
+from pannjax.ops.base import (ComputeMode, ContractionShape, LinearOperator, OpCount, Padding, check_conv_shapes,
+                              normalize_padding)
 from pannjax.quant.base import IntegerView
 from pannjax.quant.pot import PotQuantizer
 
@@ -103,13 +103,12 @@ def _rescale(acc: jax.Array, x: IntegerView, w: IntegerView) -> jax.Array:
 
 
 @struct.dataclass
-class ShiftOperator(Operator):
+class ShiftOperator(LinearOperator):
     """Bitshift-and-accumulate. Float path: `x @ w` / `lax.conv_general_dilated` on PoT-valued weights
     (identical to MAC). Integer path: `dense_integer` / `conv_integer` from the quantizers' integer
     views, computed with shifts and adds only. See the module docstring for the formula and cost."""
 
     name = "shift"
-    linear_contraction = True
     skips_zero_weights = True  # a pruned (zero) weight is not shifted nor accumulated (arXiv 2209.15257)
     mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
     # DeepShift-Q (Elhoushi et al., arXiv 1905.13298, Sec. 3.1): round the weights the operator receives
@@ -119,25 +118,11 @@ class ShiftOperator(Operator):
     # <= weight_bits bits already produced (`quant=pot op=shift` is unchanged). None: no rounding.
     weight_bits: int | None = struct.field(pytree_node=False, default=5)
 
-    def pot_weights(self, w: jax.Array) -> jax.Array:
+    def weight_transform(self, w: jax.Array) -> jax.Array:
         """The weights as signed powers of two (DeepShift-Q rounding, STE gradient), or `w` unchanged."""
         if self.weight_bits is None:
             return w
         return PotQuantizer(bits=self.weight_bits, per_channel=True, channel_axis=-1, scale_mode="max").quantize(w)
-
-    # rounding happens once, before the (analog: per crossbar chunk) contraction
-    def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        return super().dense(x, self.pot_weights(w), rng)
-
-    def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
-             groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
-        return super().conv(x, self.pot_weights(w), strides, padding, groups, rng)
-
-    def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        return jnp.matmul(x, w)
-
-    def conv_digital(self, x, w, strides, padding, groups) -> jax.Array:
-        return linear_conv(x, w, strides, padding, groups)
 
     # -- integer reference path ----------------------------------------------------------------
     def dense_integer(self, x: IntegerView, w: IntegerView) -> jax.Array:

@@ -116,9 +116,11 @@ class XnorOperator(Operator):
         kh, kw, _, c_out = w.shape
         n, h, wd, c_in = x.shape
         a = jnp.mean(jnp.abs(x).reshape(n, h, wd, groups, c_in // groups), axis=-1)  # (N, H, W, G)
-        box = jnp.full((kh, kw, 1, groups), 1.0 / (kh * kw), x.dtype)
-        k = linear_conv(a, box, strides, padding, groups)  # (N, Ho, Wo, G)
-        return alpha * jnp.repeat(k, c_out // groups, axis=-1)
+        pads = jax.lax.padtype_to_pads((h, wd), (kh, kw), strides, padding) if isinstance(padding, str) else padding
+        # K = A (*) box filter: a windowed sum (cheaper than a 1-channel convolution), zero padding
+        k = jax.lax.reduce_window(a, 0.0, jax.lax.add, (1, kh, kw, 1), (1, *strides, 1),
+                                  ((0, 0), *pads, (0, 0))) / (kh * kw)  # (N, Ho, Wo, G)
+        return alpha * (k if groups == 1 else jnp.repeat(k, c_out // groups, axis=-1))
 
     # -- float path: binarise once, contract (analog: per crossbar chunk), rescale --------------
     def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:

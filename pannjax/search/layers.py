@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from pannjax.nn.layers import QConv, QDense, _bound, _noise_rng
+from pannjax.ops import MacOperator
 from pannjax.ops.base import normalize_padding
 from pannjax.search.space import Candidate, SearchSpace
 
@@ -46,8 +47,9 @@ Contract = Callable[..., jax.Array]  # (operator, x_quantized, w_quantized, rng)
 
 def contraction_groups(candidates: tuple[Candidate, ...]) -> list[list[int]]:
     """Candidate indices grouped by the contraction they compute on their quantized operands: operators
-    flagged `linear_contraction` with equal `mode` form one group (e.g. MAC at any bit width and shift on
-    PoT weights); every other operator groups only with equal operators."""
+    flagged `linear_contraction` with equal `mode` form one group (MAC at any bit width, shift, binary
+    weights: they differ only in their `weight_transform`); every other operator groups only with equal
+    operators."""
     groups: dict = {}
     for i, c in enumerate(candidates):
         op = c.arith.operator
@@ -71,9 +73,13 @@ def _mixture(module: nn.Module, x: jax.Array, kernel: jax.Array, candidates: tup
     pick = jax.nn.one_hot(index, k, dtype=x.dtype)
     y = 0.0
     for group in contraction_groups(candidates):
-        xq = sum(pick[i] * quantized[i][0] for i in group)   # the chosen candidate's operands, 0 if not in group
-        wq = sum(pick[i] * quantized[i][1] for i in group)
         _, _, op, rng = quantized[group[0]]
+        xq = sum(pick[i] * quantized[i][0] for i in group)   # the chosen candidate's operands, 0 if not in group
+        if op.linear_contraction:  # each member's own weight rounding, then one plain linear contraction
+            wq = sum(pick[i] * quantized[i][2].weight_transform(quantized[i][1]) for i in group)
+            op = MacOperator(mode=op.mode)
+        else:
+            wq = sum(pick[i] * quantized[i][1] for i in group)
         y_group = contract(op, xq, wq, rng)
         y = y_group if len(group) == k else y + sum(pick[i] for i in group) * y_group
     g = gates[index]
