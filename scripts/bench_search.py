@@ -3,7 +3,12 @@ each divided by the plain all-MAC (8-bit uniform MAC) train-step time, measured 
 medians, scripts/bench_qat.py).
 
     python scripts/bench_search.py [--batch 64] [--rounds 10]        # full
+    python scripts/bench_search.py --use mac8,mac4,shift4,bwn         # another candidate set
     python scripts/bench_search.py --quick                            # smoke: ResNet-8, batch 8, 2 rounds
+
+A single-path (variational) step runs one contraction per contraction group of the candidates
+(`pannjax.search.layers.contraction_groups`): linear operators in one computing mode share one; an analog
+candidate or a non-linear operator (MF, XNOR, adder) adds its own, evaluated every step (masked).
 
 Rows: single-level (all 4 candidates evaluated and mixed), bi-level first order (one alpha step on a
 held-out batch + one weight step), variational (one sampled path per layer). Targets on 2 CPU cores
@@ -31,7 +36,10 @@ CANDIDATES = {
     "shift4": {"quant": {"name": "pot", "w_bits": 4, "x_bits": 8}, "op": {"name": "shift"}},
     "mac8_cim": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8},
                  "op": {"name": "mac", "mode": {"kind": "analog", "adc_bits": 6}}},
+    "bwn": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "bwn"}},
+    "mf": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "mf"}},
 }
+DEFAULT_USE = "mac8,mac4,shift4,mac8_cim"
 
 
 def main() -> None:
@@ -39,11 +47,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--use", default=DEFAULT_USE,
+                        help=f"comma-separated candidates among {', '.join(CANDIDATES)} (default {DEFAULT_USE})")
     parser.add_argument("--quick", action="store_true", help="ResNet-8, batch 8, 2 rounds (a smoke run)")
     args = parser.parse_args()
     if args.quick:
         args.batch, args.rounds, args.depth = 8, 2, 8
-    space = build_search_space(CANDIDATES, list(CANDIDATES), "mac8")
+    space = build_search_space(CANDIDATES, args.use.split(","), "mac8")
 
     def resnet(policy):
         return build_model("resnet", depth=args.depth, num_classes=10, policy=policy)

@@ -51,7 +51,7 @@ from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.quant.base import IntegerView, Quantizer
 from pannjax.quant.scale import EPS, reduce_axes
-from pannjax.quant.ste import round_ste
+from pannjax.quant.ste import fake_quant, round_ste
 
 ACCUMULATIONS = ("split", "signed")
 SCALE_RULES = ("exact", "mean")
@@ -105,8 +105,7 @@ class PannQuantizer(Quantizer):
         return round_ste(jnp.clip(w / s, -self.q_max, self.q_max))
 
     def quantize(self, w: jax.Array) -> jax.Array:
-        s = self.step_for(w)
-        return self._codes(w, s) * s
+        return fake_quant(w, self.step_for(w), -self.q_max, self.q_max)
 
     def integer(self, w: jax.Array) -> IntegerView:
         s = self.step_for(w)

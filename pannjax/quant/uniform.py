@@ -29,7 +29,7 @@ from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.quant.base import IntegerView, Quantizer
 from pannjax.quant.scale import EPS, reduce_axes
-from pannjax.quant.ste import round_ste, scale_grad
+from pannjax.quant.ste import fake_quant, round_ste, scale_grad
 
 STEP_MODES = ("lsq", "max", "fixed")
 
@@ -115,8 +115,7 @@ class UniformQuantizer(Quantizer):
         return round_ste(jnp.clip(x / s, -self.q_neg, self.q_pos))
 
     def quantize(self, x: jax.Array) -> jax.Array:
-        s = self.step_for(x)
-        return self._codes(x, s) * s
+        return fake_quant(x, self.step_for(x), -self.q_neg, self.q_pos)
 
     def integer(self, x: jax.Array) -> IntegerView:
         s = jax.lax.stop_gradient(self.step_for(x))
