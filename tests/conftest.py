@@ -1,5 +1,6 @@
 """Test-wide settings: small, deterministic CPU runs."""
 
+import contextlib
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -15,14 +16,31 @@ jax.config.update("jax_disable_most_optimizations", True)
 import pytest  # noqa: E402
 
 
-@pytest.fixture
-def mock_cifar(monkeypatch):
-    """CIFAR through tfds' real `data_source` path with `tfds.testing.mock_data` (12 examples per split).
-    tfds 4.9.10's mock assigns the batched `__getitems__` to a MagicMock instance as an unbound
-    `functools.partial(_getitems, generator=...)`, so it is called without `self` and fails; patched here."""
+@contextlib.contextmanager
+def mock_tfds(monkeypatch, num_examples: int):
+    """Every tfds data set through tfds' real `data_source` path with `tfds.testing.mock_data`: `num_examples`
+    random examples per split, drawn from the data set's own features (deterministic per index; images of
+    unknown size get 5..49 pixels a side). tfds 4.9.10's mock assigns the batched `__getitems__` to a
+    MagicMock instance as an unbound `functools.partial(_getitems, generator=...)`, so it is called without
+    `self` and fails; patched here."""
     import tensorflow_datasets as tfds
     from tensorflow_datasets.testing import mocking
 
     monkeypatch.setattr(mocking, "_getitems", lambda keys, generator, serialized=False: [generator[k] for k in keys])
-    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+    with tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE):
+        yield
+
+
+@pytest.fixture
+def mock_cifar(monkeypatch):
+    """CIFAR-10/100 mocked by `mock_tfds`: 12 examples per split."""
+    with mock_tfds(monkeypatch, 12):
+        yield
+
+
+@pytest.fixture
+def mock_imagenet(monkeypatch):
+    """imagenet2012 mocked by `mock_tfds`: 16 examples per split (already decoded uint8 images of random
+    size, labels 0..999)."""
+    with mock_tfds(monkeypatch, 16):
         yield

@@ -259,7 +259,7 @@ def test_corrupt_or_tfrecord_data_dir_gives_one_line_error(tmp_path):
 # ---------------------------------------------------------------- registry and synthetic data
 
 def test_unknown_name_and_option_are_config_errors():
-    with pytest.raises(ConfigError, match="cifar10, cifar100, digits, synthetic"):
+    with pytest.raises(ConfigError, match="cifar10, cifar100, digits, imagenet2012, synthetic"):
         load_dataset("mnist")
     with pytest.raises(ConfigError, match="data.name=None"):
         load_dataset(None)

@@ -1,8 +1,10 @@
 """Data sets by name: `load_dataset(name, **options) -> Dataset`, and `register_dataset` for new ones.
 
 Built in: "digits" (scikit-learn's real 8x8 digits, the default), "cifar10" and "cifar100" (local tfds
-array_record data, see `cifar.py` and `scripts/prepare_data.py`) and "synthetic" (random data, only when
-asked for by name). Unknown names or options raise a one-line `ConfigError` listing the valid ones.
+array_record data, see `cifar.py` and `scripts/prepare_data.py`), "imagenet2012" (local tfds array_record
+data prepared from the manually downloaded archives, decoded lazily per batch: `imagenet.py`) and
+"synthetic" (random data, only when asked for by name). Unknown names or options raise a one-line
+`ConfigError` listing the valid ones.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pannjax.data.base import Augment, Dataset
 from pannjax.data.cifar import load_cifar10, load_cifar100
 from pannjax.data.digits import load_digits
 from pannjax.data.errors import CorruptDataError, DataNotFoundError
+from pannjax.data.imagenet import load_imagenet
 from pannjax.data.synthetic import load_synthetic
 from pannjax.errors import ConfigError
 
@@ -24,6 +27,7 @@ _REGISTRY: dict[str, DatasetFactory] = {
     "digits": load_digits,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
+    "imagenet2012": load_imagenet,
     "synthetic": load_synthetic,
 }
 

@@ -1,10 +1,12 @@
-"""The data set interface every source implements (digits, CIFAR via tfds, synthetic).
+"""The data set interface every source implements (digits, CIFAR and ImageNet via tfds, synthetic).
 
 A `Dataset` holds both splits in host memory as numpy arrays (images float32 NHWC, already normalised;
-labels int32) - the data sets pannjax trains on fit easily - and yields deterministic batches: the order
-of epoch `e` depends only on `(seed, e)`, so a resumed run sees exactly the batches an uninterrupted run
-would. Augmentation is a pure JAX function `augment(rng, images) -> images` that the jitted train step
-applies, so it is fused with the step rather than run in Python.
+labels int32) - or, for ImageNet, as read-only array-likes that decode the examples they are indexed with
+(`imagenet.LazyArray`; pannjax uses only `len`, `.shape` and indexing by slice or index array) - and
+yields deterministic batches: the order of epoch `e` depends only on `(seed, e)`, so a resumed run sees
+exactly the batches an uninterrupted run would. Augmentation is a pure JAX function
+`augment(rng, images) -> images` that the jitted train step applies, so it is fused with the step rather
+than run in Python.
 """
 
 from __future__ import annotations

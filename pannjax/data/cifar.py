@@ -6,17 +6,16 @@ reader for array_record files, which needs neither TensorFlow nor a network conn
 Images are scaled to [0, 1] and standardised with the usual per-channel CIFAR training-set statistics;
 training uses the standard pad-4 / random-crop-32 / horizontal-flip augmentation (`augment.py`).
 
-The data directory is `data_dir` if given, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets` (tfds'
-own default). It must hold `<name>/<version>/` prepared with `file_format="array_record"`: made offline
-from the official archive by `scripts/prepare_data.py`, or by tfds itself
-(`tfds.builder(name).download_and_prepare(file_format="array_record")` on a machine with internet).
-Missing or unreadable data raises `DataNotFoundError` / `CorruptDataError` with the command that fixes
-it; nothing is downloaded and nothing random is substituted.
+The data directory (`tfds_source.py`: `data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`) must
+hold `<name>/<version>/` prepared with `file_format="array_record"`: made offline from the official archive
+by `scripts/prepare_data.py`, or by tfds itself (`tfds.builder(name).download_and_prepare(
+file_format="array_record")` on a machine with internet). Missing or unreadable data raises
+`DataNotFoundError` / `CorruptDataError` with the command that fixes it; nothing is downloaded and
+nothing random is substituted.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import numpy as np
 
 from pannjax.data.augment import crop_and_flip
 from pannjax.data.base import Dataset
-from pannjax.data.errors import CorruptDataError, DataNotFoundError
+from pannjax.data.errors import CorruptDataError
+from pannjax.data.tfds_source import data_root, open_split, unreadable
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 IMAGE_SHAPE = (32, 32, 3)
@@ -43,11 +43,6 @@ CIFAR_STATS = {
 _READ_CHUNK = 5000  # examples per batched read: bounds the list of decoded dicts held at once
 
 
-def default_data_dir() -> Path:
-    """tfds' default data directory: `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`."""
-    return Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
-
-
 def _fix(name: str, root: Path, overwrite: bool = False) -> str:
     flag = " --overwrite" if overwrite else ""
     return (f"prepare it offline with: python scripts/prepare_data.py {name} --archive /path/to/{ARCHIVES[name]} "
@@ -55,35 +50,10 @@ def _fix(name: str, root: Path, overwrite: bool = False) -> str:
             f"file_format=array_record)")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def _diagnose(name: str, root: Path, error: BaseException) -> str:
-    """Why `tfds.data_source` could not open `name` in `root`, in words."""
-    infos = sorted((root / name).glob("*/dataset_info.json"))
-    if not infos:
-        return f"{name} not found in {root} (no {name}/<version>/dataset_info.json)"
-    try:  # tfds writes "fileFormat" since 4.x; older data dirs without it are TFRecord
-        file_format = json.loads(infos[-1].read_text()).get("fileFormat", "tfrecord")
-    except (OSError, ValueError):
-        return f"{infos[-1]} is unreadable"
-    if file_format != "array_record":
-        return (f"{name} in {infos[-1].parent} is stored as {file_format}, which tfds reads only through "
-                f"TensorFlow and not by random access; pannjax needs file_format=array_record")
-    return f"{name} in {root} cannot be opened ({_first_line(error)})"
-
-
 def read_split(name: str, split: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One split as (uint8 images (N, 32, 32, 3), int32 labels (N,)), in the order tfds stores it."""
-    import tensorflow_datasets as tfds  # imported here: a second or two that digits-only runs need not pay
-
-    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    try:
-        source = tfds.data_source(name, split=split, data_dir=os.fspath(root), download=False)
-    except Exception as e:  # tfds reports missing data as several exception types; all mean "not usable"
-        raise DataNotFoundError(f"{_diagnose(name, root, e)}; {_fix(name, root)}") from None
+    root = data_root(data_dir)
+    source = open_split(name, split, root, _fix(name, root))
     n = len(source)
     images = np.empty((n, *IMAGE_SHAPE), np.uint8)
     labels = np.empty((n,), np.int32)
@@ -93,8 +63,7 @@ def read_split(name: str, split: str, data_dir: str | os.PathLike | None = None)
             images[lo:lo + len(examples)] = np.stack([ex["image"] for ex in examples])
             labels[lo:lo + len(examples)] = [ex["label"] for ex in examples]
     except Exception as e:  # array_record raises RuntimeError on a truncated file, PIL/ValueError on bad images
-        raise CorruptDataError(f"{name} {split} split in {root} is unreadable ({_first_line(e)}); "
-                               f"{_fix(name, root, overwrite=True)}") from None
+        raise unreadable(name, split, root, e, _fix(name, root, overwrite=True)) from None
     if n == 0 or labels.min() < 0 or labels.max() >= NUM_CLASSES[name]:
         found = f"labels {labels.min()}..{labels.max()}" if n else "no examples"
         raise CorruptDataError(f"{name} {split} split in {root} has {found}, expected labels in "

@@ -30,8 +30,9 @@ from etils import epath
 from PIL import Image
 from tensorflow_datasets.image_classification import cifar as tfds_cifar
 
-from pannjax.data.cifar import ARCHIVES, NUM_CLASSES, default_data_dir, read_split
+from pannjax.data.cifar import ARCHIVES, NUM_CLASSES, read_split
 from pannjax.data.errors import CorruptDataError, DataNotFoundError
+from pannjax.data.tfds_source import data_root
 from pannjax.errors import ConfigError
 
 _PIXELS = 32 * 32 * 3
@@ -232,7 +233,7 @@ def prepare(name: str, archive: str | os.PathLike, data_dir: str | os.PathLike |
     format; returns the dataset's version directory."""
     if name not in _BUILDERS:
         raise ConfigError(f"data set {name!r} cannot be prepared from an archive; valid: {', '.join(_BUILDERS)}")
-    root = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    root = data_root(data_dir)
     cls = _BUILDERS[name]
     target = root / name / str(cls.VERSION)
     if (target / "dataset_info.json").exists() and not overwrite:

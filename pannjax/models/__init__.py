@@ -14,12 +14,14 @@ import flax.linen as nn
 from pannjax.errors import ConfigError
 from pannjax.models.digits_cnn import DigitsCNN
 from pannjax.models.resnet import ResNet
+from pannjax.models.resnet_imagenet import ResNetImageNet
 from pannjax.models.shufflenet import ShuffleNetV2
 from pannjax.models.squeezenet import SqueezeNet
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
     "digits_cnn": DigitsCNN,
     "resnet": ResNet,
+    "resnet_imagenet": ResNetImageNet,
     "squeezenet": SqueezeNet,
     "shufflenet": ShuffleNetV2,
 }
@@ -47,5 +49,6 @@ def build_model(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = [
-    "DigitsCNN", "ResNet", "ShuffleNetV2", "SqueezeNet", "build_model", "model_names", "register_model",
+    "DigitsCNN", "ResNet", "ResNetImageNet", "ShuffleNetV2", "SqueezeNet", "build_model", "model_names",
+    "register_model",
 ]
