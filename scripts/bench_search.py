@@ -7,8 +7,10 @@ medians, scripts/bench_qat.py).
     python scripts/bench_search.py --quick                            # smoke: ResNet-8, batch 8, 2 rounds
 
 A single-path (variational) step runs one contraction per contraction group of the candidates
-(`pannjax.search.layers.contraction_groups`): linear operators in one computing mode share one; an analog
-candidate or a non-linear operator (MF, XNOR, adder) adds its own, evaluated every step (masked).
+(`pannjax.search.layers.contraction_groups`): linear operators share one (an analog one through its
+crossbar chunks); a non-linear operator (MF, XNOR, adder) adds its own, evaluated every step (masked).
+For each analog candidate the plain train step of the all-analog network is timed too: the crossbar
+model alone costs more than a plain convolution, so it bounds what a path through it can cost.
 
 Rows: single-level (all 4 candidates evaluated and mixed), bi-level first order (one alpha step on a
 held-out batch + one weight step), variational (one sampled path per layer). Targets on 2 CPU cores
@@ -72,6 +74,15 @@ def main() -> None:
         jax.block_until_ready(m["loss"])
 
     steps = {"all-MAC train step": run_plain}
+    for i, cand in enumerate(space.candidates):  # an analog candidate's own network: the floor of its path
+        if cand.arith.operator.mode.is_analog:
+            holder[cand.name] = create_train_state(resnet(space.uniform_policy(i)), tx, batches[0]["image"], 0)
+
+            def run_uniform(name=cand.name):
+                holder[name], m = plain_step(holder[name], batches[0])
+                jax.block_until_ready(m["loss"])
+
+            steps[f"all-{cand.name} train step"] = run_uniform
     for variant in ("single", "bilevel", "variational"):
         cfg = SearchConfig(variant=variant, lam=0.3)
         state = create_search_state(resnet(space.reference_policy()), space, cfg, tx, batches[0]["image"], 0)

@@ -98,7 +98,8 @@ def test_hook_with_one_hot_gates_equals_derived_network(digits):
     np.testing.assert_allclose(y_search, y_derived, rtol=1e-5, atol=1e-5)
     records = {r.path: r for r in describe_layers(derived, fresh, x)}
     assert records["conv1"].operator.name == "shift" and records["conv2"].operator.mode.is_analog
-    # single path picks the same candidate and gives the same forward value
+    # single path: one shared contraction (analog reuses its crossbar chunks), same forward value
+    assert contraction_groups(space.candidates) == [[0, 1, 2]]
     y_path = search_apply_fn(model, space, True)({**variables, GATES: gates}, x, train=False)
     np.testing.assert_allclose(y_path, y_derived, rtol=1e-5, atol=1e-5)
 
@@ -110,6 +111,10 @@ def test_single_path_of_linear_operators_keeps_each_weight_rounding(digits):
                   "bwn": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "bwn"}}}
     space = build_search_space(candidates, ["shift_q", "mac8", "bwn"], "mac8")
     assert contraction_groups(space.candidates) == [[0, 1, 2]]
+    other_rows = {**candidates, "cim32": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8},
+                                          "op": {"name": "mac", "mode": {"kind": "analog", "rows_per_array": 32}}}}
+    grouped = build_search_space(other_rows, ["mac8", "mac8_cim", "cim32", "bwn"], "mac8").candidates
+    assert contraction_groups(grouped) == [[0, 1, 3], [2]]   # analog chunks of another size: own group
     model = small_cnn(space.reference_policy())
     x = jnp.asarray(digits.train_images[:8])
     variables = search_init(model, space, False, jax.random.key(0), x)

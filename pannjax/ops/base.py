@@ -139,6 +139,12 @@ def adc(partial: jax.Array, mode: ComputeMode, rng: jax.Array | None) -> jax.Arr
     return round_ste(jnp.clip(partial / step, -levels, levels)) * step
 
 
+def digitise(partials: Sequence[jax.Array], mode: ComputeMode, rng: jax.Array | None) -> jax.Array:
+    """The analog output: the sum over crossbar chunks of each chunk's ADC-digitised partial sum (chunk i
+    draws its read noise from `fold_in(rng, i)`)."""
+    return sum(adc(p, mode, None if rng is None else jax.random.fold_in(rng, i)) for i, p in enumerate(partials))
+
+
 class Operator:
     """Base of every operator. Subclasses are `flax.struct.dataclass`es with a static `mode` field
     and implement `dense_digital`, `conv_digital` and `digital_cost`."""
@@ -167,6 +173,28 @@ class Operator:
         applied once before the contraction (analog: before the crossbar chunks). Identity by default."""
         return w
 
+    # -- crossbar chunks (analog mode) ----------------------------------------------------------
+    def dense_partials(self, x: jax.Array, w: jax.Array) -> list[jax.Array]:
+        """Digital partial sums of the reduction split into chunks of `mode.rows_per_array` rows (one
+        crossbar column each); `w` already transformed. Their sum is `dense_digital(x, w)`."""
+        rows = self.mode.rows_per_array
+        return [self.dense_digital(x[..., lo:lo + rows], w[lo:lo + rows]) for lo in range(0, w.shape[0], rows)]
+
+    def conv_partials(self, x: jax.Array, w: jax.Array, strides: tuple[int, ...], padding: Padding,
+                      groups: int) -> list[jax.Array]:
+        """As `dense_partials` for a conv: each chunk holds rows_per_array // (kh kw) input channels of
+        every group (normalised `strides`/`padding`, transformed `w`)."""
+        kh, kw, cg, _ = w.shape
+        chunk = max(1, self.mode.rows_per_array // (kh * kw))  # input channels per crossbar column
+        n, h, wd, _ = x.shape
+        xg = x.reshape(n, h, wd, groups, cg)
+        parts = []
+        for lo in range(0, cg, chunk):
+            hi = min(lo + chunk, cg)
+            parts.append(self.conv_digital(xg[..., lo:hi].reshape(n, h, wd, groups * (hi - lo)), w[:, :, lo:hi, :],
+                                           strides, padding, groups))
+        return parts
+
     # -- public API ----------------------------------------------------------------------------
     def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:
         if w.ndim != 2 or x.shape[-1] != w.shape[0]:
@@ -175,12 +203,7 @@ class Operator:
         w = self.weight_transform(w)
         if not self.mode.is_analog:
             return self.dense_digital(x, w)
-        rows = self.mode.rows_per_array
-        out = 0.0
-        for i, lo in enumerate(range(0, w.shape[0], rows)):
-            part = self.dense_digital(x[..., lo:lo + rows], w[lo:lo + rows])
-            out = out + adc(part, self.mode, None if rng is None else jax.random.fold_in(rng, i))
-        return out
+        return digitise(self.dense_partials(x, w), self.mode, rng)
 
     def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
              groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
@@ -189,17 +212,7 @@ class Operator:
         strides, padding = tuple(int(s) for s in strides), normalize_padding(padding)
         if not self.mode.is_analog:
             return self.conv_digital(x, w, strides, padding, groups)
-        kh, kw, cg, _ = w.shape
-        chunk = max(1, self.mode.rows_per_array // (kh * kw))  # input channels per crossbar column
-        n, h, wd, _ = x.shape
-        xg = x.reshape(n, h, wd, groups, cg)
-        out = 0.0
-        for i, lo in enumerate(range(0, cg, chunk)):
-            hi = min(lo + chunk, cg)
-            part = self.conv_digital(xg[..., lo:hi].reshape(n, h, wd, groups * (hi - lo)),
-                                     w[:, :, lo:hi, :], strides, padding, groups)
-            out = out + adc(part, self.mode, None if rng is None else jax.random.fold_in(rng, i))
-        return out
+        return digitise(self.conv_partials(x, w, strides, padding, groups), self.mode, rng)
 
     def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
              acc_bits: int = 32, density: float = 1.0) -> tuple[OpCount, ...]:

@@ -10,9 +10,11 @@ Eq. 2). With gates g in the simplex over the K candidates of the layer:
 The factor (1 + g - sg(g)) equals 1 in the forward pass and passes d/dg = y to the gate: the
 straight-through estimator of GDAS (Dong & Yang, CVPR 2019, Eq. 5). The single path selects the chosen
 candidate's quantized operands (one-hot weighted, elementwise) and runs ONE contraction per group of
-candidates that compute the same function of their quantized operands (`contraction_groups`: e.g. MAC
-at every bit width and shift on PoT weights share the linear contraction; an analog mode or another
-operator is its own group). The index is a traced value, so the step compiles once. Branching with
+candidates that share a contraction (`contraction_groups`): the linear operators (MAC at every bit width,
+shift, binary weights, each with its own weight rounding) share one, and analog compute-in-memory
+members of the group reuse its crossbar-chunk partial sums, each digitised by its own ADC, while the
+digital members take their exact sum; another operator (MF, XNOR, adder) is its own group. The index is
+a traced value, so the step compiles once. Branching with
 `lax.switch` instead would run only one group, but XLA:CPU executes the backward pass of a conditional
 holding convolutions ~10-20x slower than the same backward outside one (measured, docs/enos.md).
 
@@ -38,28 +40,51 @@ import jax.numpy as jnp
 
 from pannjax.nn.layers import QConv, QDense, _bound, _noise_rng
 from pannjax.ops import MacOperator
-from pannjax.ops.base import normalize_padding
+from pannjax.ops.base import digitise, normalize_padding
 from pannjax.search.space import Candidate, SearchSpace
 
 GATES = "gates"
 Contract = Callable[..., jax.Array]  # (operator, x_quantized, w_quantized, rng) -> y
+Partials = Callable[..., list]  # (operator, x_quantized, w_transformed) -> crossbar-chunk partial sums
 
 
 def contraction_groups(candidates: tuple[Candidate, ...]) -> list[list[int]]:
-    """Candidate indices grouped by the contraction they compute on their quantized operands: operators
-    flagged `linear_contraction` with equal `mode` form one group (MAC at any bit width, shift, binary
-    weights: they differ only in their `weight_transform`); every other operator groups only with equal
-    operators."""
+    """Candidate indices grouped by the contraction they compute on their quantized operands. Linear
+    operators (`linear_contraction`: MAC at any bit width, shift, binary weights) differ only in their
+    `weight_transform`, and an analog one's crossbar chunks are partial sums of the same contraction, so
+    all linear candidates form one group: digital ones and analog ones with the `rows_per_array` of the
+    first analog linear candidate. Analog ones with other chunk sizes, and every other operator, group
+    only with equal operators."""
+    rows = next((c.arith.operator.mode.rows_per_array for c in candidates
+                 if c.arith.operator.linear_contraction and c.arith.operator.mode.is_analog), None)
     groups: dict = {}
     for i, c in enumerate(candidates):
         op = c.arith.operator
-        key = ("linear", op.mode) if op.linear_contraction else op
-        groups.setdefault(key, []).append(i)
+        shared = op.linear_contraction and (not op.mode.is_analog or op.mode.rows_per_array == rows)
+        groups.setdefault("linear" if shared else op, []).append(i)
     return list(groups.values())
 
 
+def _linear_group(group: list[int], pick: jax.Array, quantized: list, contract: Contract,
+                  partials: Partials) -> jax.Array:
+    """The single-path output of the linear group for the one-hot `pick`: the picked candidate's operands
+    (its own weight rounding applied) through one contraction; with analog members, through the crossbar
+    chunks once, summed exactly for digital members and digitised by each analog member's ADC."""
+    xq = sum(pick[i] * quantized[i][0] for i in group)   # the chosen candidate's operands, 0 if not in group
+    wq = sum(pick[i] * quantized[i][2].weight_transform(quantized[i][1]) for i in group)
+    analog = [i for i in group if quantized[i][2].mode.is_analog]
+    digital_pick = sum(pick[i] for i in group if i not in analog)
+    if not analog:
+        return digital_pick * contract(MacOperator(), xq, wq, None)
+    parts = partials(MacOperator(mode=quantized[analog[0]][2].mode), xq, wq)
+    y = digital_pick * sum(parts)
+    for i in analog:
+        y = y + pick[i] * digitise(parts, quantized[i][2].mode, quantized[i][3])
+    return y
+
+
 def _mixture(module: nn.Module, x: jax.Array, kernel: jax.Array, candidates: tuple[Candidate, ...],
-             single_path: bool, contract: Contract) -> jax.Array:
+             single_path: bool, contract: Contract, partials: Partials) -> jax.Array:
     k = len(candidates)
     gates = module.variable(GATES, "g", lambda: jnp.full((k,), 1.0 / k, jnp.float32)).value
     quantized = []
@@ -74,14 +99,12 @@ def _mixture(module: nn.Module, x: jax.Array, kernel: jax.Array, candidates: tup
     y = 0.0
     for group in contraction_groups(candidates):
         _, _, op, rng = quantized[group[0]]
-        xq = sum(pick[i] * quantized[i][0] for i in group)   # the chosen candidate's operands, 0 if not in group
-        if op.linear_contraction:  # each member's own weight rounding, then one plain linear contraction
-            wq = sum(pick[i] * quantized[i][2].weight_transform(quantized[i][1]) for i in group)
-            op = MacOperator(mode=op.mode)
-        else:
-            wq = sum(pick[i] * quantized[i][1] for i in group)
-        y_group = contract(op, xq, wq, rng)
-        y = y_group if len(group) == k else y + sum(pick[i] for i in group) * y_group
+        if op.linear_contraction:
+            y = y + _linear_group(group, pick, quantized, contract, partials)
+            continue
+        xq = sum(pick[i] * quantized[i][0] for i in group)
+        wq = sum(pick[i] * quantized[i][1] for i in group)
+        y = y + sum(pick[i] for i in group) * contract(op, xq, wq, rng)
     g = gates[index]
     return y * (1.0 + g - jax.lax.stop_gradient(g))
 
@@ -95,7 +118,8 @@ def search_conv(module: QConv, x: jax.Array, candidates: tuple[Candidate, ...], 
     kernel = module.param("kernel", module.kernel_init, (kh, kw, c_in // module.groups, module.features))
     strides, padding, groups = tuple(module.strides), normalize_padding(module.padding), module.groups
     y = _mixture(module, x, kernel, candidates, single_path,
-                 lambda op, xq, wq, rng: op.conv(xq, wq, strides, padding, groups, rng=rng))
+                 lambda op, xq, wq, rng: op.conv(xq, wq, strides, padding, groups, rng=rng),
+                 lambda op, xq, wq: op.conv_partials(xq, wq, strides, padding, groups))
     if module.use_bias:
         y = y + module.param("bias", nn.initializers.zeros, (module.features,))
     return y
@@ -104,7 +128,8 @@ def search_conv(module: QConv, x: jax.Array, candidates: tuple[Candidate, ...], 
 def search_dense(module: QDense, x: jax.Array, candidates: tuple[Candidate, ...], single_path: bool) -> jax.Array:
     """The search forward of a dense layer with `module`'s fields (QDense or SearchDense)."""
     kernel = module.param("kernel", module.kernel_init, (x.shape[-1], module.features))
-    y = _mixture(module, x, kernel, candidates, single_path, lambda op, xq, wq, rng: op.dense(xq, wq, rng=rng))
+    y = _mixture(module, x, kernel, candidates, single_path, lambda op, xq, wq, rng: op.dense(xq, wq, rng=rng),
+                 lambda op, xq, wq: op.dense_partials(xq, wq))
     if module.use_bias:
         y = y + module.param("bias", nn.initializers.zeros, (module.features,))
     return y
