@@ -143,6 +143,18 @@ def _apply_weights(state: SearchState, grads_w: Any) -> tuple[Any, Any]:
     return optax.apply_updates(state.params, updates), opt_w
 
 
+def _joint_update(state: SearchState, loss_fn: Callable, alpha_active: jax.Array):
+    """Weights and alpha both stepped on the gradients of `loss_fn(params, alpha) -> (loss, (ce, e, logits,
+    updates))` (single-level and variational search); returns the new state and (ce, e, logits)."""
+    (_, (ce, e, logits, updates)), (g_w, g_a) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(
+        state.params, state.alpha)
+    alpha, opt_a = _apply_alpha(state, g_a, alpha_active)
+    params, opt_w = _apply_weights(state, g_w)
+    new = state.replace(step=state.step + 1, params=params, alpha=alpha, opt_w=opt_w, opt_a=opt_a,
+                        batch_stats=updates["batch_stats"])
+    return new, (ce, e, logits)
+
+
 def _augment(augment, rng, images):
     return images if augment is None else augment(rng, images)
 
@@ -176,12 +188,7 @@ def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, t
             ce = cross_entropy(logits, batch["label"])
             return ce + lam * e / e_ref, (ce, e, logits, updates)
 
-        (_, (ce, e, logits, updates)), (g_w, g_a) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(
-            state.params, state.alpha)
-        alpha, opt_a = _apply_alpha(state, g_a, state.step >= alpha_start_step)
-        params, opt_w = _apply_weights(state, g_w)
-        new = state.replace(step=state.step + 1, params=params, alpha=alpha, opt_w=opt_w, opt_a=opt_a,
-                            batch_stats=updates["batch_stats"])
+        new, (ce, e, logits) = _joint_update(state, loss_fn, state.step >= alpha_start_step)
         return new, metrics(ce, logits, batch["label"], e)
 
     def bilevel_step(state: SearchState, train: dict, val: dict):
@@ -229,12 +236,7 @@ def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, t
             probs, e = energy_terms(alpha, state.frozen, state.choice)
             return ce + lam * e / e_ref + cfg.kl_weight * kl_to_uniform(probs), (ce, e, logits, updates)
 
-        (_, (ce, e, logits, updates)), (g_w, g_a) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(
-            state.params, state.alpha)
-        alpha, opt_a = _apply_alpha(state, g_a, state.step >= alpha_start_step)
-        params, opt_w = _apply_weights(state, g_w)
-        new = state.replace(step=state.step + 1, params=params, alpha=alpha, opt_w=opt_w, opt_a=opt_a,
-                            batch_stats=updates["batch_stats"])
+        new, (ce, e, logits) = _joint_update(state, loss_fn, state.step >= alpha_start_step)
         out = metrics(ce, logits, batch["label"], e)
         out["tau"] = tau
         return new, out
