@@ -6,9 +6,12 @@ stem 3x3 conv (32) -> BN-ReLU -> 3x3 conv (64, stride 2) -> BN-ReLU -> 3x3 conv 
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 
+from pannjax.models.norm import batch_norm
 from pannjax.nn import FLOAT_MAC, ArithPolicy, QConv, QDense
 
 
@@ -19,7 +22,7 @@ class DigitsCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+        norm = functools.partial(batch_norm, train)
         p = self.policy
         x = QConv(self.width, (3, 3), input_signed=True, **p.at(self, "stem"))(x)
         x = nn.relu(norm("stem_bn")(x))

@@ -18,11 +18,14 @@ and the head's input, is a ReLU output. Layer paths: ``stem``, ``stage{1,2,3}_bl
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from pannjax.errors import ConfigError
+from pannjax.models.norm import batch_norm
 from pannjax.nn import FLOAT_MAC, ArithPolicy, QConv, QDense
 
 SHORTCUTS = ("A", "B")
@@ -38,7 +41,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+        norm = functools.partial(batch_norm, train)
         p = self.policy
         strides = (self.strides, self.strides)
         # x is the stem's or the previous block's ReLU output: non-negative (also for the option-B shortcut).
@@ -74,7 +77,7 @@ class ResNet(nn.Module):
         blocks_per_stage = (self.depth - 2) // 6
         # Signed input: the normalised image. Every later layer's input follows a ReLU.
         x = QConv(self.width, (3, 3), input_signed=True, **self.policy.at(self, "stem"))(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name="stem_bn")(x))
+        x = nn.relu(batch_norm(train, "stem_bn")(x))
         for stage in range(3):
             for block in range(blocks_per_stage):
                 x = BasicBlock(self.width * 2**stage, strides=2 if stage > 0 and block == 0 else 1,

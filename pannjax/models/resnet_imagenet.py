@@ -31,6 +31,7 @@ import jax
 
 from pannjax.errors import ConfigError
 from pannjax.models.resnet import BasicBlock
+from pannjax.models.norm import batch_norm
 from pannjax.nn import FLOAT_MAC, ArithPolicy, QConv, QDense
 
 
@@ -44,7 +45,7 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+        norm = functools.partial(batch_norm, train)
         p, out = self.policy, 4 * self.features
         strides = (self.strides, self.strides)
         # x is the max-pool's or the previous block's ReLU output: non-negative (also for the projection).
@@ -85,7 +86,7 @@ class ResNetImageNet(nn.Module):
         # Signed input: the normalised image. Every later layer's input follows a ReLU.
         x = QConv(self.width, (7, 7), strides=(2, 2), padding=3, input_signed=True,
                   **self.policy.at(self, "stem"))(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name="stem_bn")(x))
+        x = nn.relu(batch_norm(train, "stem_bn")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         block, counts = STAGES[self.depth]
         for stage, blocks in enumerate(counts):

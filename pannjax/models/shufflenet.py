@@ -30,11 +30,14 @@ after a depthwise conv + BN (no ReLU) sees signed input. Layer paths: ``stem``,
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from pannjax.errors import ConfigError
+from pannjax.models.norm import batch_norm
 from pannjax.nn import FLOAT_MAC, ArithPolicy, QConv, QDense
 
 STAGE_CHANNELS = {  # Table 5: output channels of stages 2, 3, 4 and of conv5, by scale
@@ -62,7 +65,7 @@ class ShuffleUnit(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+        norm = functools.partial(batch_norm, train)
         p = self.policy
         branch = self.features // 2
 
@@ -101,7 +104,7 @@ class ShuffleNetV2(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+        norm = functools.partial(batch_norm, train)
         p = self.policy
         *stage_channels, conv5_channels = STAGE_CHANNELS[self.scale]
         # Signed input: the normalised image.

@@ -23,10 +23,13 @@ Every conv input except the stem's is a ReLU output (non-negative). Layer paths:
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pannjax.models.norm import batch_norm
 from pannjax.nn import FLOAT_MAC, ArithPolicy, QConv
 
 FIRE_CHANNELS = {  # Table 1: (squeeze s, expand e); expand1x1 and expand3x3 have e channels each
@@ -45,7 +48,7 @@ class Fire(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+        norm = functools.partial(batch_norm, train)
         p = self.policy
         s = nn.relu(norm("squeeze_bn")(QConv(self.squeeze, (1, 1), **p.at(self, "squeeze"))(x)))
         e1 = nn.relu(norm("expand1x1_bn")(QConv(self.expand, (1, 1), **p.at(self, "expand1x1"))(s)))
@@ -61,7 +64,7 @@ class SqueezeNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         # Signed input: the normalised image. Every later layer's input follows a ReLU.
         x = QConv(96, (3, 3), input_signed=True, **self.policy.at(self, "stem"))(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name="stem_bn")(x))
+        x = nn.relu(batch_norm(train, "stem_bn")(x))
         for name, (squeeze, expand) in FIRE_CHANNELS.items():
             if name in POOL_BEFORE:
                 x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
