@@ -8,6 +8,7 @@ import pytest
 from pannjax.errors import ConfigError
 from pannjax.numerics import FLOAT32, NumberFormat
 from pannjax.ops import ComputeMode, ContractionShape, MacOperator
+from pannjax.ops.base import crossbar_contraction, digitise
 
 
 def reference_conv(x, w, stride, pad, groups):
@@ -55,6 +56,48 @@ def test_analog_mode_quantizes_each_chunk_partial_sum():
     wc = jax.random.normal(jax.random.key(5), (3, 3, 16, 4))
     analog = MacOperator(mode=ComputeMode("analog", adc_bits=12, rows_per_array=36)).conv(xc, wc)
     np.testing.assert_allclose(analog, MacOperator().conv(xc, wc), atol=0.05)
+
+
+def test_analog_backward_equals_straight_through_each_chunk():
+    """The crossbar backward pass is one exact contraction's VJP; it equals back-propagating through every
+    chunk and its ADC with straight-through rounding, away from each chunk's full-scale element (where the
+    clip splits the per-chunk gradient in two, so those outputs get no cotangent here)."""
+    op = MacOperator(mode=ComputeMode("analog", adc_bits=4, rows_per_array=36))
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 16))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 16, 5))
+    parts = op.conv_partials(x, w, (1, 1), "SAME", 1)
+    at_full_scale = sum(jnp.abs(p) == jnp.abs(p).max() for p in parts) > 0
+    g = jnp.where(at_full_scale, 0.0, jax.random.normal(jax.random.key(2), (2, 6, 6, 5)))
+    per_chunk = jax.grad(lambda x, w: jnp.sum(g * digitise(op.conv_partials(x, w, (1, 1), "SAME", 1), op.mode, None)),
+                         (0, 1))(x, w)
+    crossbar = jax.grad(lambda x, w: jnp.sum(g * op.conv(x, w)), (0, 1))(x, w)
+    np.testing.assert_array_equal(op.conv(x, w), digitise(parts, op.mode, None))
+    for a, b in zip(crossbar, per_chunk):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_crossbar_contraction_runs_the_branch_of_a_traced_index():
+    """Index 0: the exact sum; index j: the chunks digitised by ADC j. One compilation for every index; the
+    gradient is the exact contraction's whichever branch ran."""
+    modes = (ComputeMode("analog", adc_bits=2, rows_per_array=4), ComputeMode("analog", adc_bits=5, rows_per_array=4))
+    op = MacOperator(mode=modes[0])
+    x = jax.random.normal(jax.random.key(3), (3, 10))
+    w = jax.random.normal(jax.random.key(4), (10, 2))
+    traces = []
+
+    @jax.jit
+    def value_and_grad(x, w, which):
+        traces.append(which)
+        return jax.value_and_grad(lambda w: jnp.sum(crossbar_contraction(
+            op.dense_digital, op.dense_partials, x, w, modes, (None, None), which)))(w)
+
+    parts = op.dense_partials(x, w)
+    expected = [x @ w, digitise(parts, modes[0], None), digitise(parts, modes[1], None)]
+    for which, y in enumerate(expected):
+        value, grad = value_and_grad(x, w, jnp.int32(which))
+        np.testing.assert_allclose(value, jnp.sum(y), rtol=1e-5)
+        np.testing.assert_allclose(grad, np.broadcast_to(np.asarray(x).sum(0)[:, None], w.shape), rtol=1e-5)
+    assert len(traces) == 1 and len({float(jnp.sum(y)) for y in expected}) == 3
 
 
 def test_analog_noise_needs_rng_and_changes_output():

@@ -22,15 +22,17 @@ chunk's partial sum is digitised by an ADC of `adc_bits` bits, and the digitised
 digitally (the standard CIM macro model, e.g. Peng et al., "DNN+NeuroSim", IEDM 2019, Sec. II). The ADC
 is modelled as a uniform signed quantizer whose full scale is the largest partial-sum magnitude of the
 batch (an ideally calibrated ADC); optional Gaussian noise of std `noise_std` x full scale is added
-before conversion when an rng is given (training for robustness). Rounding has a straight-through
-gradient. Subclasses implement only the digital chunk contraction; the analog path is shared.
+before conversion when an rng is given (training for robustness). The ADC is straight-through in the
+backward pass (rounding and clipping), so the analog gradient is the exact contraction's, computed by one
+contraction's VJP rather than one per chunk (`crossbar_contraction`). Subclasses implement only the
+digital contraction; the analog path is shared.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -145,6 +147,40 @@ def digitise(partials: Sequence[jax.Array], mode: ComputeMode, rng: jax.Array | 
     return sum(adc(p, mode, None if rng is None else jax.random.fold_in(rng, i)) for i, p in enumerate(partials))
 
 
+Contraction = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def crossbar_contraction(exact: Contraction, partials: Callable[[jax.Array, jax.Array], list], x: jax.Array,
+                         w: jax.Array, modes: Sequence[ComputeMode], rngs: Sequence[jax.Array | None],
+                         which: int | jax.Array = 1) -> jax.Array:
+    """y = exact(x, w) if which == 0, else digitise(partials(x, w), modes[which - 1], rngs[which - 1]).
+
+    `partials` splits the reduction of `exact` into crossbar chunks (their sum is `exact(x, w)`), so with
+    the ADC taken as the identity in the backward pass (straight-through rounding and clipping, constant
+    full scale) the gradient of every branch is that of the exact contraction: the backward pass runs the
+    VJP of `exact` once instead of one contraction per chunk. `which` may be a traced index (a single-path
+    search picks the exact sum or one of several ADCs per step): the forward pass then runs only the
+    selected branch (`lax.switch`), and the backward pass holds no conditional."""
+    branches = [lambda x, w, rngs: exact(x, w)]
+    branches += [lambda x, w, rngs, m=m, j=j: digitise(partials(x, w), m, rngs[j]) for j, m in enumerate(modes)]
+
+    static = isinstance(which, int)
+
+    @jax.custom_vjp
+    def contract(x, w, rngs, index):
+        return branches[which](x, w, rngs) if static else jax.lax.switch(index, branches, x, w, rngs)
+
+    def forward(x, w, rngs, index):
+        return contract(x, w, rngs, index), (x, w)
+
+    def backward(res, g):
+        _, vjp = jax.vjp(exact, *res)
+        return (*vjp(g), None, None)
+
+    contract.defvjp(forward, backward)
+    return contract(x, w, tuple(rngs), jnp.asarray(which, jnp.int32))
+
+
 class Operator:
     """Base of every operator. Subclasses are `flax.struct.dataclass`es with a static `mode` field
     and implement `dense_digital`, `conv_digital` and `digital_cost`."""
@@ -203,7 +239,7 @@ class Operator:
         w = self.weight_transform(w)
         if not self.mode.is_analog:
             return self.dense_digital(x, w)
-        return digitise(self.dense_partials(x, w), self.mode, rng)
+        return crossbar_contraction(self.dense_digital, self.dense_partials, x, w, (self.mode,), (rng,))
 
     def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
              groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
@@ -212,7 +248,9 @@ class Operator:
         strides, padding = tuple(int(s) for s in strides), normalize_padding(padding)
         if not self.mode.is_analog:
             return self.conv_digital(x, w, strides, padding, groups)
-        return digitise(self.conv_partials(x, w, strides, padding, groups), self.mode, rng)
+        return crossbar_contraction(lambda x, w: self.conv_digital(x, w, strides, padding, groups),
+                                    lambda x, w: self.conv_partials(x, w, strides, padding, groups),
+                                    x, w, (self.mode,), (rng,))
 
     def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
              acc_bits: int = 32, density: float = 1.0) -> tuple[OpCount, ...]:

@@ -11,12 +11,13 @@ The factor (1 + g - sg(g)) equals 1 in the forward pass and passes d/dg = y to t
 straight-through estimator of GDAS (Dong & Yang, CVPR 2019, Eq. 5). The single path selects the chosen
 candidate's quantized operands (one-hot weighted, elementwise) and runs ONE contraction per group of
 candidates that share a contraction (`contraction_groups`): the linear operators (MAC at every bit width,
-shift, binary weights, each with its own weight rounding) share one, and analog compute-in-memory
-members of the group reuse its crossbar-chunk partial sums, each digitised by its own ADC, while the
-digital members take their exact sum; another operator (MF, XNOR, adder) is its own group. The index is
-a traced value, so the step compiles once. Branching with
-`lax.switch` instead would run only one group, but XLA:CPU executes the backward pass of a conditional
-holding convolutions ~10-20x slower than the same backward outside one (measured, docs/enos.md).
+shift, binary weights, each with its own weight rounding) share one; when the group has analog
+compute-in-memory members, its forward pass is the exact contraction if a digital member is picked and the
+crossbar chunks digitised by the picked member's ADC otherwise (`crossbar_contraction`: a `lax.switch` in the
+forward pass only; the backward pass is the exact contraction's, the ADC being straight-through). Another
+operator (MF, XNOR, adder) is its own group, evaluated every step (masked). The index is a traced value, so
+the step compiles once. Switching between whole groups is not done: XLA:CPU executes the backward pass of
+a conditional holding convolutions ~10-20x slower than the same backward outside one (docs/enos.md).
 
 Weight sharing: one kernel W (and bias) per layer is shared by all candidates; each candidate quantizes
 it with its own quantizer, whose learned quantities (e.g. an LSQ step) are separate parameters named
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 
 from pannjax.nn.layers import QConv, QDense, _bound, _noise_rng
 from pannjax.ops import MacOperator
-from pannjax.ops.base import digitise, normalize_padding
+from pannjax.ops.base import crossbar_contraction, normalize_padding
 from pannjax.search.space import Candidate, SearchSpace
 
 GATES = "gates"
@@ -65,22 +66,24 @@ def contraction_groups(candidates: tuple[Candidate, ...]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _linear_group(group: list[int], pick: jax.Array, quantized: list, contract: Contract,
+def _linear_group(group: list[int], pick: jax.Array, index: jax.Array, quantized: list, contract: Contract,
                   partials: Partials) -> jax.Array:
-    """The single-path output of the linear group for the one-hot `pick`: the picked candidate's operands
-    (its own weight rounding applied) through one contraction; with analog members, through the crossbar
-    chunks once, summed exactly for digital members and digitised by each analog member's ADC."""
+    """The single-path output of the linear group for the one-hot `pick` (candidate `index`): the picked
+    candidate's operands (its own weight rounding applied) through one contraction; with analog members,
+    the exact sum when a digital member is picked, else the crossbar chunks digitised by the picked
+    analog member's ADC (`crossbar_contraction`: only that branch runs forward, one exact VJP backward)."""
     xq = sum(pick[i] * quantized[i][0] for i in group)   # the chosen candidate's operands, 0 if not in group
     wq = sum(pick[i] * quantized[i][2].weight_transform(quantized[i][1]) for i in group)
+    group_pick = sum(pick[i] for i in group)
     analog = [i for i in group if quantized[i][2].mode.is_analog]
-    digital_pick = sum(pick[i] for i in group if i not in analog)
     if not analog:
-        return digital_pick * contract(MacOperator(), xq, wq, None)
-    parts = partials(MacOperator(mode=quantized[analog[0]][2].mode), xq, wq)
-    y = digital_pick * sum(parts)
-    for i in analog:
-        y = y + pick[i] * digitise(parts, quantized[i][2].mode, quantized[i][3])
-    return y
+        return group_pick * contract(MacOperator(), xq, wq, None)
+    branch = jnp.zeros(len(quantized), jnp.int32).at[jnp.asarray(analog)].set(jnp.arange(1, len(analog) + 1))[index]
+    mode = quantized[analog[0]][2].mode  # the group's crossbar geometry (`contraction_groups`)
+    y = crossbar_contraction(lambda x, w: contract(MacOperator(), x, w, None),
+                             lambda x, w: partials(MacOperator(mode=mode), x, w), xq, wq,
+                             [quantized[i][2].mode for i in analog], [quantized[i][3] for i in analog], branch)
+    return group_pick * y
 
 
 def _mixture(module: nn.Module, x: jax.Array, kernel: jax.Array, candidates: tuple[Candidate, ...],
@@ -100,7 +103,7 @@ def _mixture(module: nn.Module, x: jax.Array, kernel: jax.Array, candidates: tup
     for group in contraction_groups(candidates):
         _, _, op, rng = quantized[group[0]]
         if op.linear_contraction:
-            y = y + _linear_group(group, pick, quantized, contract, partials)
+            y = y + _linear_group(group, pick, index, quantized, contract, partials)
             continue
         xq = sum(pick[i] * quantized[i][0] for i in group)
         wq = sum(pick[i] * quantized[i][1] for i in group)
