@@ -7,10 +7,10 @@ medians, scripts/bench_qat.py).
     python scripts/bench_search.py --quick                            # smoke: ResNet-8, batch 8, 2 rounds
 
 A single-path (variational) step runs one contraction per contraction group of the candidates
-(`pannjax.search.layers.contraction_groups`): linear operators share one (an analog one through its
-crossbar chunks); a non-linear operator (MF, XNOR, adder) adds its own, evaluated every step (masked).
-For each analog candidate the plain train step of the all-analog network is timed too: the crossbar
-model alone costs more than a plain convolution, so it bounds what a path through it can cost.
+(`pannjax.search.layers.contraction_groups`): linear operators share one (its crossbar chunks run forward
+when an analog member is sampled, `pannjax.ops.base.crossbar_contraction`); a non-linear operator (MF,
+XNOR, adder) adds its own, evaluated every step (masked). For each analog candidate the plain train step
+of the all-analog network is timed too: the cost of a path through the crossbar model alone.
 
 Rows: single-level (all 4 candidates evaluated and mixed), bi-level first order (one alpha step on a
 held-out batch + one weight step), variational (one sampled path per layer). Targets on 2 CPU cores

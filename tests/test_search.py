@@ -80,6 +80,25 @@ def test_sequential_freezing_masks_the_frozen_layer(digits):
     np.testing.assert_array_equal(probs["stem"]["g"], [0.0, 1.0])
 
 
+def test_second_order_bilevel_through_the_crossbar(digits):
+    """The unrolled (second-order) alpha gradient differentiates through the weight gradient, including the
+    analog candidate's custom crossbar VJP: with xi = 0 it is the first-order step, with xi > 0 it differs."""
+    space = build_search_space(CANDIDATES, ["mac8", "mac8_cim"], "mac8")
+    energy = energy_model(small_cnn, space, digits.image_shape)
+    tx = make_optimizer(OptimizerConfig(learning_rate=0.05), 10, 5)
+    train = {"image": digits.train_images[:16], "label": digits.train_labels[:16]}
+    val = {"image": digits.train_images[16:32], "label": digits.train_labels[16:32]}
+    alphas = {}
+    for name, second_order, xi in (("first", False, 0.0), ("xi=0", True, 0.0), ("xi=1", True, 1.0)):
+        cfg = SearchConfig(variant="bilevel", lam=0.3, alpha_start_epoch=0.0, second_order=second_order, unroll_lr=xi)
+        state = create_search_state(small_cnn(space.reference_policy()), space, cfg, tx, train["image"], 0)
+        new, m = make_search_step(cfg, energy, energy.tree(state.alpha), 10, 0)(state, train, val)
+        assert np.isfinite(float(m["loss"]))
+        alphas[name] = np.concatenate([np.asarray(a) for a in jax.tree_util.tree_leaves(new.alpha)])
+    np.testing.assert_allclose(alphas["xi=0"], alphas["first"], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(alphas["xi=1"], alphas["first"], atol=1e-6)
+
+
 def test_hook_with_one_hot_gates_equals_derived_network(digits):
     """The search network with one-hot gates computes exactly the derived (plain pannjax) network."""
     space = build_search_space(CANDIDATES, ["mac8", "shift4", "mac8_cim"], "mac8")

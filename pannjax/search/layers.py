@@ -78,11 +78,12 @@ def _linear_group(group: list[int], pick: jax.Array, index: jax.Array, quantized
     analog = [i for i in group if quantized[i][2].mode.is_analog]
     if not analog:
         return group_pick * contract(MacOperator(), xq, wq, None)
-    branch = jnp.zeros(len(quantized), jnp.int32).at[jnp.asarray(analog)].set(jnp.arange(1, len(analog) + 1))[index]
+    # crossbar_contraction's branch per candidate: 0 the exact sum (digital), j the j-th analog member's ADC
+    branch_of = jnp.zeros(len(quantized), jnp.int32).at[jnp.asarray(analog)].set(jnp.arange(1, len(analog) + 1))
     mode = quantized[analog[0]][2].mode  # the group's crossbar geometry (`contraction_groups`)
     y = crossbar_contraction(lambda x, w: contract(MacOperator(), x, w, None),
                              lambda x, w: partials(MacOperator(mode=mode), x, w), xq, wq,
-                             [quantized[i][2].mode for i in analog], [quantized[i][3] for i in analog], branch)
+                             [quantized[i][2].mode for i in analog], [quantized[i][3] for i in analog], branch_of[index])
     return group_pick * y
 
 
