@@ -74,7 +74,7 @@ def main() -> None:
         jax.block_until_ready(m["loss"])
 
     steps = {"all-MAC train step": run_plain}
-    for i, cand in enumerate(space.candidates):  # an analog candidate's own network: the floor of its path
+    for i, cand in enumerate(space.candidates):  # an analog candidate's own network: what a path through it costs alone
         if cand.arith.operator.mode.is_analog:
             holder[cand.name] = create_train_state(resnet(space.uniform_policy(i)), tx, batches[0]["image"], 0)
 
