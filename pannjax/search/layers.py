@@ -83,7 +83,8 @@ def _linear_group(group: list[int], pick: jax.Array, index: jax.Array, quantized
     mode = quantized[analog[0]][2].mode  # the group's crossbar geometry (`contraction_groups`)
     y = crossbar_contraction(lambda x, w: contract(MacOperator(), x, w, None),
                              lambda x, w: partials(MacOperator(mode=mode), x, w), xq, wq,
-                             [quantized[i][2].mode for i in analog], [quantized[i][3] for i in analog], branch_of[index])
+                             [quantized[i][2].mode for i in analog], [quantized[i][3] for i in analog],
+                             branch_of[index])
     return group_pick * y
 
 
