@@ -11,7 +11,9 @@ from pannjax.errors import ConfigError
 class NumberFormat:
     """The arithmetic format of one operand stream.
 
-    kind: "int" (fixed point: integer codes times a scale) or "float" (IEEE).
+    kind: "int" (fixed point: integer codes times a scale), "float" (IEEE), or "count" (PANN weights:
+          a signed integer w_int that the hardware realises as |w_int| additions of the activation,
+          not as a multiplication; Spingarn-Eliezer et al., arXiv 2202.02783).
     bits: width of one element (16 or 32 for floats).
     signed: two's complement (True) or unsigned (False); floats are always signed.
     """
@@ -21,11 +23,11 @@ class NumberFormat:
     signed: bool = True
 
     def __post_init__(self):
-        if self.kind not in ("int", "float"):
-            raise ConfigError(f"NumberFormat.kind={self.kind!r}: expected 'int' or 'float'")
+        if self.kind not in ("int", "float", "count"):
+            raise ConfigError(f"NumberFormat.kind={self.kind!r}: expected 'int', 'float' or 'count'")
         if self.kind == "float" and self.bits not in (16, 32):
             raise ConfigError(f"NumberFormat.bits={self.bits} for float: expected 16 or 32")
-        if self.kind == "int" and not 1 <= self.bits <= 32:
+        if self.kind != "float" and not 1 <= self.bits <= 32:
             raise ConfigError(f"NumberFormat.bits={self.bits}: integer widths must be in 1..32")
 
     @property
@@ -35,6 +37,8 @@ class NumberFormat:
     def __str__(self) -> str:
         if self.is_float:
             return f"fp{self.bits}"
+        if self.kind == "count":
+            return f"count{self.bits}"
         return f"{'int' if self.signed else 'uint'}{self.bits}"
 
 

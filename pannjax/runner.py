@@ -89,7 +89,7 @@ def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     results.update({
         "data": c["data"]["name"], "model": c["model"]["name"], "quant": c["quant"], "op": c["op"],
         "experiment": (c.get("experiment") or {}).get("name"), "process_seconds": time.perf_counter() - t0,
-        "energy_pj": report.total_energy_pj, "macs": report.total_macs,
+        "energy_pj": report.total_energy_pj, "toggles": report.totals()["toggles"], "macs": report.total_macs,
         "prune": c.get("prune") or {"name": "none"}, "weight_sparsity": weight_sparsity(state.params),
     })
     write_results(run_dir, results)

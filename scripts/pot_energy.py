@@ -23,7 +23,7 @@ import numpy as np
 from pannjax.build import build_policy
 from pannjax.hw.accelerator import AcceleratorModel, PeLayer, break_even_dsp_pj, energy_ratio, pe_layers
 from pannjax.models import build_model
-from pannjax.nn import describe_layers
+from pannjax.nn import bound_layers
 from pannjax.runlog import write_results
 from pannjax.sweep import collect_results, markdown_table
 
@@ -39,7 +39,7 @@ def network_layers(model_name: str, quant: str, op: str, x_bits: int, w_bits: in
     model = build_model(fields.pop("name"), num_classes=10, policy=policy, **fields)
     x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
     variables = jax.eval_shape(lambda k: model.init(k, jnp.zeros(x.shape), train=False), jax.random.key(0))
-    return describe_layers(model, variables, x, train=False)
+    return bound_layers(model, variables, x, train=False)
 
 
 def with_density(layers: list[PeLayer], density: dict[str, float] | float) -> list[PeLayer]:

@@ -77,6 +77,7 @@ def test_registered_from_outside_the_package_and_in_the_power_report():
     layer = report.layers[1]
     assert {o.kind for o in layer.ops} == {"add", "mul"}
     assert sum(o.count for o in layer.ops if o.kind == "add") == layer.macs
+    assert layer.toggles_analytic["total"] > 0  # the sign_select unit has a bit-flip model
     assert report.total_energy_pj > 0
 
 

@@ -10,8 +10,7 @@ from pannjax.errors import ConfigError
 from pannjax.hw.energy import EnergyTable
 from pannjax.hw.report import build_report, layer_streams
 from pannjax.models import build_model
-from pannjax.nn import ArithPolicy, LayerArith
-from pannjax.nn.capture import capture_layer_operands
+from pannjax.nn import ArithPolicy, LayerArith, bound_layers
 from pannjax.ops import MacOperator, OpCount
 from pannjax.quant import UniformQuantizer
 
@@ -55,19 +54,20 @@ def test_unknown_kind_names_the_kind_and_the_table():
 
 def test_layer_streams_reproduce_the_integer_convolution(digits):
     model, variables, x = digits
-    ops = capture_layer_operands(model, variables, x)
-    assert [o.path for o in ops] == ["stem", "conv1", "conv2", "head"]
-    for op in ops:
-        xs, ws = layer_streams(op, max_macs=None)
+    layers = bound_layers(model, variables, x, capture_inputs=True)
+    assert [l.path for l in layers] == ["stem", "conv1", "conv2", "head"]
+    codes = [(np.asarray(l.input_view().codes), np.asarray(l.weight_view().codes)) for l in layers]
+    for l, (xc, wc) in zip(layers, codes):
+        xs, ws = layer_streams(l, xc, wc, max_macs=None)
         got = (xs.astype(np.int64) * ws).sum(0)
-        if op.kind == "conv":
-            ref = jax.lax.conv_general_dilated(op.x_codes.astype(np.float32), op.w_codes.astype(np.float32),
-                                               op.strides, op.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                               feature_group_count=op.groups)
+        if l.kind == "conv":
+            ref = jax.lax.conv_general_dilated(xc.astype(np.float32), wc.astype(np.float32),
+                                               l.strides, l.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                               feature_group_count=l.groups)
         else:
-            ref = op.x_codes.reshape(-1, op.x_codes.shape[-1]).astype(np.float32) @ op.w_codes.astype(np.float32)
+            ref = xc.reshape(-1, xc.shape[-1]).astype(np.float32) @ wc.astype(np.float32)
         np.testing.assert_array_equal(got, np.asarray(ref).reshape(-1))
-    xs, ws = layer_streams(ops[2], max_macs=5000, seed=0)
+    xs, ws = layer_streams(layers[2], *codes[2], max_macs=5000, seed=0)
     assert xs.shape == ws.shape and xs.shape[0] == 3 * 3 * 64 and xs.size <= 5000
 
 
@@ -101,7 +101,7 @@ def test_report_without_batch_and_for_float_layers(digits):
     fvars = fmodel.init(jax.random.key(1), x)
     frep = build_report(fmodel, fvars, x)
     assert all(l.toggles_analytic is None for l in frep.layers)
-    assert frep.layers[0].ops[0].kind == "fmul"
+    assert frep.layers[0].ops[0].kind == "fmul" and frep.layers[0].units[0].unit == "fmac"
     with pytest.raises(ConfigError, match="real input batch"):
         build_report(model, variables, jax.ShapeDtypeStruct(x.shape, x.dtype), simulate=True)
 
@@ -137,7 +137,8 @@ def test_report_needs_no_special_case_for_a_shift_operator():
     for lp in rep.layers:
         assert {o.kind for o in lp.ops} == {"shift", "add"}
         assert lp.energy_pj == pytest.approx(t.cost_pj(lp.ops))
-        assert lp.toggles_simulated is None  # the MAC toggle model does not apply to shifts
+        assert lp.toggles_simulated is None  # the MAC register simulator does not apply to shifts
+        assert lp.toggles_analytic["total"] > 0  # ... but the shift unit has its own toggle model
     mac = build_report(build_model("digits_cnn", num_classes=10, policy=_policy(4)),
                        model.init(jax.random.key(1), x), jax.ShapeDtypeStruct(x.shape, x.dtype))
     assert rep.total_energy_pj < mac.total_energy_pj

@@ -17,7 +17,7 @@ from PIL import Image
 from pannjax.data import ConfigError, CorruptDataError, DataNotFoundError, load_dataset
 from pannjax.data.imagenet import IMAGENET_STATS, normalise, resize_center_crop
 from pannjax.models import build_model
-from pannjax.nn import describe_layers
+from pannjax.nn import bound_layers
 from pannjax.runner import run_train
 from test_models import FOUR_BIT, IMAGES, SIGN_REVEALING, check_one_sgd_step, param_count
 from test_train import compose_train
@@ -175,7 +175,7 @@ def test_layers_macs_and_signed_inputs_at_224(name, n_layers, gmacs):
     depth = int(name.removeprefix("resnet").removesuffix("_imagenet"))
     model = build_model("resnet_imagenet", depth=depth, policy=SIGN_REVEALING)
     image = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
-    records = describe_layers(model, jax.eval_shape(model.init, jax.random.key(0), image), image)
+    records = bound_layers(model, jax.eval_shape(model.init, jax.random.key(0), image), image)
     assert len(records) == n_layers and records[0].path == "stem" and records[-1].path == "head"
     assert records[0].output_shape == (1, 112, 112, 64) and records[1].input_shape == (1, 56, 56, 64)
     assert records[-1].input_shape == (1, 512 if depth == 18 else 2048)

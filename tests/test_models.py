@@ -18,7 +18,7 @@ import pytest
 from pannjax.errors import ConfigError
 from pannjax.models import build_model
 from pannjax.models.shufflenet import channel_shuffle
-from pannjax.nn import FLOAT_MAC, ArithPolicy, LayerArith, describe_layers
+from pannjax.nn import FLOAT_MAC, ArithPolicy, LayerArith, bound_layers
 from pannjax.ops import MacOperator
 from pannjax.quant import FloatQuantizer, UniformQuantizer
 
@@ -54,7 +54,7 @@ def param_count(tree) -> int:
 
 @functools.cache
 def records(model):
-    return describe_layers(model, variable_shapes(model), IMAGES)
+    return bound_layers(model, variable_shapes(model), IMAGES)
 
 
 @pytest.mark.parametrize("name", CIFAR_MODELS)
@@ -121,7 +121,7 @@ def test_shufflenet_at_1000_classes_matches_the_imagenet_model(scale, torchvisio
     ("squeezenet", {}, 26),                 # stem + 8 Fire x 3 + head conv
     ("shufflenet", {}, 57),                 # stem + 3 x 5 + 13 x 3 unit convs + conv5 + head
 ])
-def test_describe_layers_lists_every_arithmetic_layer(name, kwargs, n_layers):
+def test_bound_layers_lists_every_arithmetic_layer(name, kwargs, n_layers):
     model = build_model(name, policy=SIGN_REVEALING, **kwargs)
     recs = records(model)
     assert len(recs) == n_layers

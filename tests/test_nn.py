@@ -5,7 +5,7 @@ import pytest
 
 from pannjax.errors import ConfigError
 from pannjax.models import DigitsCNN
-from pannjax.nn import ArithPolicy, LayerArith, QConv, QDense, describe_layers
+from pannjax.nn import ArithPolicy, LayerArith, QConv, QDense, bound_layers
 from pannjax.ops import MacOperator
 from pannjax.quant import FloatQuantizer, UniformQuantizer
 
@@ -52,13 +52,13 @@ def test_policy_overrides_apply_in_order_by_path():
         ArithPolicy(LayerArith(W4))
 
 
-def test_describe_layers_reports_every_arithmetic_layer_without_computing():
+def test_bound_layers_reports_every_arithmetic_layer_without_computing():
     pol = ArithPolicy(LayerArith(W4, X4, MacOperator()),
                       overrides=(("^head$", LayerArith(quantizer_w=UniformQuantizer(bits=8, step_mode="max"))),))
     model = DigitsCNN(policy=pol)
     x = jnp.zeros((5, 8, 8, 1))
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-    records = describe_layers(model, variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    records = bound_layers(model, variables, jax.ShapeDtypeStruct(x.shape, x.dtype))
     assert [r.path for r in records] == ["stem", "conv1", "conv2", "head"]
     stem, conv1, _, head = records
     assert stem.quantizer_x.signed is True and conv1.quantizer_x.signed is False

@@ -14,6 +14,7 @@ from pannjax.nn import QDense
 from pannjax.numerics import FLOAT32, NumberFormat
 from pannjax.ops import ComputeMode, ContractionShape, ShiftOperator, shift_accumulate, shift_conv
 from pannjax.quant import ApotQuantizer, PotQuantizer, UniformQuantizer
+from pannjax.hw.units import table_ops
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -178,15 +179,16 @@ def test_shift_integer_path_needs_pot_weights():
 def test_shift_cost_counts_shifts_and_adds_and_skips_zero_weights():
     shape = ContractionShape(outputs=100, fan_in=72)
     fx, fw = NumberFormat("int", 4, False), NumberFormat("int", 4, True)
-    ops = ShiftOperator().cost(shape, fx, fw, 24)
+    ops = table_ops(ShiftOperator().cost(shape, fx, fw, 24))
     assert [(o.kind, o.bits, o.count) for o in ops] == [("shift", (4, 7), 7200), ("add", (24,), 7200)]
-    ops = ShiftOperator().cost(shape, fx, fw, 24, density=0.25)
+    ops = table_ops(ShiftOperator().cost(shape, fx, fw, 24, density=0.25))
     assert [o.count for o in ops] == [1800, 1800]
-    assert [o.kind for o in ShiftOperator().cost(shape, FLOAT32, FLOAT32)] == ["fmul", "fadd"]
-    analog = ShiftOperator(mode=ComputeMode("analog", rows_per_array=36)).cost(shape, fx, fw, 24, density=0.5)
+    assert [o.kind for o in table_ops(ShiftOperator().cost(shape, FLOAT32, FLOAT32))] == ["fmul", "fadd"]
+    analog = table_ops(ShiftOperator(mode=ComputeMode("analog", rows_per_array=36)).cost(shape, fx, fw, 24,
+                                                                                         density=0.5))
     assert [(o.kind, o.count) for o in analog] == [("cim_mac", 7200), ("adc", 200), ("add", 100)]
     with pytest.raises(ConfigError, match="density=1.5"):
-        ShiftOperator().cost(shape, fx, fw, density=1.5)
+        table_ops(ShiftOperator().cost(shape, fx, fw, density=1.5))
 
 
 # -- configuration -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.runner import build_model_for, to_container, trainer_config
 from pannjax.sweep import collect_results, group_mean, markdown_table
 from pannjax.train import create_train_state, make_optimizer, make_train_step
+from pannjax.hw.units import table_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ROOT / "pannjax" / "hw" / "tables"
@@ -89,14 +90,15 @@ def test_bad_prune_keys_are_one_line_config_errors(overrides, message):
 
 def test_density_scales_counts_only_for_operators_that_skip_zero_weights():
     shape, fx, fw = ContractionShape(outputs=100, fan_in=36), NumberFormat("int", 4, False), NumberFormat("int", 4)
-    shift = {o.kind: o for o in ShiftOperator().cost(shape, fx, fw, 24, density=0.3)}
+    shift = {o.kind: o for o in table_ops(ShiftOperator().cost(shape, fx, fw, 24, density=0.3))}
     assert shift["shift"].count == shift["add"].count == 1080 and shift["shift"].bits == (4, 7)
-    mac = {o.kind: o.count for o in MacOperator().cost(shape, fx, fw, 24, density=0.3)}
+    mac = {o.kind: o.count for o in table_ops(MacOperator().cost(shape, fx, fw, 24, density=0.3))}
     assert mac == {"mul": 3600, "add": 3600}  # a MAC array computes every product
-    analog = ShiftOperator(mode=ComputeMode("analog", rows_per_array=12)).cost(shape, fx, fw, 24, density=0.3)
+    analog = table_ops(ShiftOperator(mode=ComputeMode("analog", rows_per_array=12)).cost(shape, fx, fw, 24,
+                                                                                         density=0.3))
     assert {o.kind: o.count for o in analog}["cim_mac"] == 3600  # a crossbar reads every cell
     with pytest.raises(ConfigError, match="density=-0.1"):
-        MacOperator().cost(shape, fx, fw, density=-0.1)
+        table_ops(MacOperator().cost(shape, fx, fw, density=-0.1))
 
 
 def test_report_costs_shift_layers_at_their_real_weight_density():

@@ -10,7 +10,7 @@ import pytest
 
 from pannjax.data import load_dataset
 from pannjax.models import build_model
-from pannjax.nn import describe_layers
+from pannjax.nn import bound_layers
 from pannjax.search import (GATES, SearchConfig, build_search_space, energy_model, inherit_params, search_apply_fn,
                             search_init)
 from pannjax.search.layers import contraction_groups
@@ -115,7 +115,7 @@ def test_hook_with_one_hot_gates_equals_derived_network(digits):
     assert jax.tree_util.tree_structure(fresh["params"]) == jax.tree_util.tree_structure(derived_params)
     y_derived = derived.apply({"params": derived_params, "batch_stats": variables["batch_stats"]}, x, train=False)
     np.testing.assert_allclose(y_search, y_derived, rtol=1e-5, atol=1e-5)
-    records = {r.path: r for r in describe_layers(derived, fresh, x)}
+    records = {r.path: r for r in bound_layers(derived, fresh, x)}
     assert records["conv1"].operator.name == "shift" and records["conv2"].operator.mode.is_analog
     # single path: one shared contraction (analog reuses its crossbar chunks), same forward value
     assert contraction_groups(space.candidates) == [[0, 1, 2]]

@@ -8,9 +8,10 @@ output channel's weights become alpha * t with t in {-1, 0, +1},
 so a product x * t is an addition, a subtraction or nothing and the layer needs one multiplication by
 alpha per output. Gradients are straight-through (d alpha*t / d w = 1), as in the paper's training.
 
-Cost per example: one add into the B-bit accumulator per product (this example does not model zero
-gating; set `skips_zero_weights = True` and feed the density to model it), plus one b_x x 8-bit multiply
-per output for alpha. Both kinds already exist in pannjax/hw/tables/energy_45nm.yaml.
+Cost per example: one "sign_select" unit operation per product (+-x into the B-bit accumulator; this
+example does not model zero gating: set `skips_zero_weights = True` and the layer's weight density scales
+the count), plus one b_x x 8-bit "mult" per output for alpha. Both units exist in pannjax/hw/units.py, so
+the energy table and the toggle models price them with nothing else to add.
 
 Use it (nothing in pannjax is edited):
     python experiments/train.py plugins=[docs/examples/ternary_operator.py] \
@@ -22,7 +23,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from pannjax.build import register_operator
-from pannjax.ops import ComputeMode, ContractionShape, LinearOperator, OpCount
+from pannjax.numerics import NumberFormat
+from pannjax.ops import ComputeMode, ContractionShape, LinearOperator, UnitOp
 
 
 def ternarize(w: jax.Array, threshold: float) -> jax.Array:
@@ -48,8 +50,10 @@ class TernaryOperator(LinearOperator):
 
     def digital_cost(self, shape: ContractionShape, x_format, w_format, acc_bits):
         if x_format.is_float:
-            return (OpCount("fadd", (x_format.bits,), shape.macs), OpCount("fmul", (x_format.bits,), shape.outputs))
-        return (OpCount("add", (acc_bits,), shape.macs), OpCount("mul", (x_format.bits, 8), shape.outputs))
+            return (UnitOp("fadd", x_format, None, acc_bits, shape.fan_in, shape.macs),
+                    UnitOp("fmult", x_format, None, acc_bits, 1, shape.outputs))
+        return (UnitOp("sign_select", x_format, w_format, acc_bits, shape.fan_in, shape.macs),
+                UnitOp("mult", x_format, NumberFormat("int", 8), acc_bits, 1, shape.outputs))
 
 
 register_operator("ternary", TernaryOperator)

@@ -35,9 +35,12 @@ import yaml
 
 from pannjax.errors import ConfigError
 from pannjax.hw.energy import EnergyTable
+from pannjax.hw.units import UnitOp, max_shift, table_ops
+from pannjax.numerics import NumberFormat
 
 DEFAULT_TABLE = Path(__file__).parent / "tables" / "accelerator.yaml"
-ARITHS = ("mac", "bac")
+ARITH_UNITS = {"mac": "mac", "bac": "shift"}  # PE kind -> the cost engine's unit it runs
+ARITHS = tuple(ARITH_UNITS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +65,6 @@ class PeLayer:
     @property
     def macs(self) -> int:
         return self.outputs * self.fan_in
-
-
-def max_shift(w_bits: int) -> int:
-    """M = 2^(b_w-1) - 1: the largest shift of a b_w-bit PoT weight (1 sign bit + b_w-1 exponent bits)."""
-    return 2 ** (w_bits - 1) - 1
 
 
 def lossless_acc_bits(arith: str, x_bits: int, w_bits: int, fan_in: int) -> int:
@@ -102,9 +100,9 @@ class AcceleratorModel:
         if arith not in ARITHS:
             raise ConfigError(f"arith={arith!r}: expected one of {ARITHS}")
         m = max_shift(w_bits)
-        if self.table is not None:
-            operands = {"mul": (x_bits, w_bits), "shift": (x_bits, m), "add": (acc_bits,)}
-            return sum(self.table.energy_pj(kind, operands[kind]) for kind in self.row[arith])
+        if self.table is not None:  # the cost engine's own unit decomposition, priced by the energy table
+            unit = UnitOp(ARITH_UNITS[arith], NumberFormat("int", x_bits), NumberFormat("int", w_bits), acc_bits, 1, 1)
+            return self.table.cost_pj(table_ops([unit]))
         if arith == "mac":
             width = max(x_bits, w_bits)
             fits = [int(k) for k in self.row["dsp_toggle_scale"] if width <= int(k)]
@@ -138,19 +136,20 @@ def energy_ratio(uniform: Sequence[PeLayer], pot: Sequence[PeLayer], model: Acce
     return model.network_energy_pj(uniform, acc_bits)["total"] / model.network_energy_pj(pot, acc_bits)["total"]
 
 
-def pe_layers(records, densities: dict[str, float] | None = None) -> list[PeLayer]:
-    """`PeLayer`s from `pannjax.nn.describe_layers` records: operators that skip zero weights (shift)
-    become BAC layers with `densities[path]` (default 1), the others MAC layers."""
-    densities = densities or {}
+def pe_layers(layers) -> list[PeLayer]:
+    """`PeLayer`s from `pannjax.nn.bound_layers`: a layer whose unit is "shift" becomes a BAC layer at its
+    weight density, one whose unit is "mac" a MAC layer; any other layer raises (the PE model has no
+    other unit)."""
+    kinds = {unit: arith for arith, unit in ARITH_UNITS.items()}
     out = []
-    for r in records:
-        fx, fw = r.quantizer_x.format, r.quantizer_w.format
-        if fx.is_float or fw.is_float:
-            raise ConfigError(f"layer {r.path} has float operands; the accelerator model needs integer formats")
-        bac = bool(getattr(r.operator, "skips_zero_weights", False))
-        shape = r.contraction
-        out.append(PeLayer(r.path, shape.outputs, shape.fan_in, fx.bits, fw.bits, "bac" if bac else "mac",
-                           densities.get(r.path, 1.0) if bac else 1.0))
+    for layer in layers:
+        units = [u.unit for u in layer.units()]
+        if len(units) != 1 or units[0] not in kinds:
+            raise ConfigError(f"layer {layer.path} runs {'+'.join(units)}; the accelerator model prices integer "
+                              f"{' and '.join(kinds)} layers")
+        arith, shape = kinds[units[0]], layer.contraction
+        out.append(PeLayer(layer.path, shape.outputs, shape.fan_in, layer.x_format.bits, layer.w_format.bits, arith,
+                           layer.density if arith == "bac" else 1.0))
     return out
 
 

@@ -1,13 +1,13 @@
 """Per-layer power/energy report of a pannjax network.
 
-For every arithmetic layer (`pannjax.nn.describe_layers`): its operator's op counts
-(`Operator.cost`, so any operator works without special cases), their energy from an `EnergyTable`
-(pJ per example), the share of the network total, and for integer multiply-accumulate layers the
-expected toggles per MAC from the analytic model (`bitflips_mac`, uniform operands) and -- given a real
-batch -- toggles measured by the bit-accurate simulator on the layer's real integer operand streams
-(captured with `pannjax.nn.capture`), plus the analytic model evaluated on the measured operand
-statistics. `energy_activity_pJ` rescales the table energy of the layer by simulated / analytic-uniform
-toggles: the table figures describe random operands, real data switch less (or more).
+Every arithmetic layer (`pannjax.nn.bound_layers`) is priced by the cost engine (`pannjax.hw.cost`): its
+unit operations (`Operator.cost` on the numbers the layer computes with), their energy from an
+`EnergyTable` (pJ per example), the share of the network total, and toggles per MAC from the chosen
+toggle model (`unit_toggles`, uniform operands) for every integer layer whatever its operator. Given a
+real batch, MAC layers are also simulated by the bit-accurate register simulator on their real integer
+operand streams, beside the analytic model evaluated on the measured operand statistics;
+`energy_activity_pJ` rescales the table energy of such a layer by simulated / analytic-uniform toggles
+(the table figures describe random operands, real data switch less, or more).
 
 The simulator runs on a random sample of at most `max_sim_macs` MACs (whole dot products) per layer.
 """
@@ -16,49 +16,52 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import numpy as np
 
 from pannjax.errors import ConfigError
 from pannjax.hw.bitflips import OperandStats, bitflips_mac
+from pannjax.hw.cost import LayerCost, Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
 from pannjax.hw.toggle_sim import MacConfig, mean_toggles
-
-if TYPE_CHECKING:  # pannjax.ops needs flax.struct; pannjax.hw imports no Flax at import time
-    from pannjax.ops import OpCount
-
-_MAC_KINDS = ("mul", "cim_mac")
+from pannjax.hw.units import OpCount
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerPower:
-    """One layer's costs, per example. Toggles are per MAC (dicts by component, with "total")."""
+    """One layer's costs per example (`cost`, from the cost engine) and, for MAC layers given a real batch,
+    toggles per MAC simulated on its operand streams and modelled on their measured statistics."""
 
-    path: str
-    kind: str
-    operator: str
-    x_format: str
-    w_format: str
-    acc_bits: int
-    fan_in: int
-    macs: int
-    ops: tuple["OpCount", ...]
-    energy_pj: float
-    toggles_analytic: dict[str, float] | None = None
+    cost: LayerCost
     toggles_analytic_measured: dict[str, float] | None = None
     toggles_simulated: dict[str, float] | None = None
     simulated_macs: int = 0
 
+    def __getattr__(self, name):  # path, kind, operator, formats, macs, fan_in, energy_pj, units ...
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.cost, name)
+
+    @property
+    def ops(self) -> tuple[OpCount, ...]:
+        return self.cost.ops
+
+    @property
+    def toggles_analytic(self) -> dict[str, float] | None:
+        """Toggles per MAC of the layer by component (the cost engine's model, uniform operand codes)."""
+        comps = self.cost.toggle_components
+        return None if comps is None else {k: v / max(self.cost.macs, 1) for k, v in comps.items()}
+
     @property
     def energy_activity_pj(self) -> float | None:
-        if not (self.toggles_simulated and self.toggles_analytic and self.toggles_analytic["total"]):
+        analytic = self.toggles_analytic
+        if not (self.toggles_simulated and analytic and analytic["total"]):
             return None
-        return self.energy_pj * self.toggles_simulated["total"] / self.toggles_analytic["total"]
+        return self.cost.energy_pj * self.toggles_simulated["total"] / analytic["total"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +88,10 @@ class NetworkReport:
             out.append({
                 "layer": l.path, "kind": l.kind, "operator": l.operator,
                 "bits": f"{l.x_format}x{l.w_format}->acc{l.acc_bits}",
-                "macs": l.macs, "fan_in": l.fan_in,
+                "macs": l.macs, "fan_in": l.fan_in, "density": l.density,
+                "units": "; ".join(f"{u.unit}x{u.count}" for u in l.units),
                 "ops": "; ".join(f"{o.kind}{list(o.bits)}x{o.count}" for o in l.ops),
+                "toggles": l.toggles,
                 "toggles_per_mac_analytic": None if l.toggles_analytic is None else l.toggles_analytic["total"],
                 "toggles_per_mac_analytic_measured":
                     None if l.toggles_analytic_measured is None else l.toggles_analytic_measured["total"],
@@ -101,7 +106,10 @@ class NetworkReport:
 
     def totals(self) -> dict[str, Any]:
         act = [l.energy_activity_pj for l in self.layers]
+        counted = [l.toggles for l in self.layers if l.toggles is not None]
         return {"macs": self.total_macs, "energy_pJ": self.total_energy_pj,
+                "toggles": float(sum(counted)) if counted else None,
+                "toggle_model": self.layers[0].toggle_model if self.layers else None,
                 "energy_activity_pJ": float(sum(a for a in act if a is not None)) if any(a is not None for a in act) else None,
                 "layers": len(self.layers), "table": self.table_path, "technology": self.technology,
                 "acc_bits": self.acc_bits, "batch_size": self.batch_size}
@@ -157,22 +165,25 @@ class NetworkReport:
 # Operand streams of one layer
 # ---------------------------------------------------------------------------------------------------
 
-def layer_streams(operands, max_macs: int | None = 1 << 21, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def layer_streams(layer, x_codes: np.ndarray, w_codes: np.ndarray, max_macs: int | None = 1 << 21,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(x_stream, w_stream), each (K, units) int, of a random sample of the layer's output elements in
     output-stationary order: column u holds the reduction of one output (n, h, w, o), in kernel (HWIO)
-    order -- kh, kw, then input channel innermost. All outputs when `max_macs` is None."""
-    x, w = operands.x_codes, operands.w_codes
-    if operands.kind == "dense":
+    order -- kh, kw, then input channel innermost. All outputs when `max_macs` is None. `layer` gives the
+    kind, strides, padding and groups (a `BoundLayer`); `x_codes`, `w_codes` its integer operands."""
+    x, w = np.asarray(x_codes), np.asarray(w_codes)
+    if layer.kind == "dense":
         rows = x.reshape(-1, x.shape[-1])
         groups, k = 1, w.shape[0]
         wmat = w
         patches = rows[:, None, :]
     else:
+        from pannjax.ops import normalize_padding  # pannjax.hw imports no Flax at import time
+
         kh, kw, cg, n_out = w.shape
-        g = operands.groups
-        from pannjax.ops import normalize_padding
+        g = layer.groups
         pt = jax.lax.conv_general_dilated_patches(
-            np.asarray(x, np.float32), (kh, kw), tuple(operands.strides), normalize_padding(operands.padding),
+            np.asarray(x, np.float32), (kh, kw), tuple(layer.strides), normalize_padding(layer.padding),
             dimension_numbers=("NHWC", "HWIO", "NHWC"))
         pt = np.asarray(pt).reshape(-1, g, cg, kh * kw)  # features ordered (C, kh, kw)
         patches = np.rint(pt.transpose(0, 1, 3, 2).reshape(pt.shape[0], g, kh * kw * cg)).astype(np.int32)
@@ -194,84 +205,47 @@ def layer_streams(operands, max_macs: int | None = 1 << 21, seed: int = 0) -> tu
 # Report
 # ---------------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=256)
-def _uniform_mac_toggles(x_bits: int, w_bits: int, x_signed: bool, w_signed: bool, acc_bits: int,
-                         fan_in: int) -> dict[str, float]:
-    return bitflips_mac(x_bits, w_bits, acc_bits, fan_in=fan_in, x_stats=OperandStats.uniform(x_bits, x_signed),
-                        w_stats=OperandStats.uniform(w_bits, w_signed)).as_dict()
-
-
-def _int_formats(ops, x_format, w_format) -> bool:
-    return any(o.kind in _MAC_KINDS for o in ops) and not (x_format.is_float or w_format.is_float)
-
-
-def weight_density(variables, record) -> float:
-    """Fraction of non-zero quantized weights of one described layer (1.0 when `variables` are abstract
-    shapes): what an operator that skips zero weights pays for (`Operator.cost(..., density)`)."""
-    node = variables.get("params", {})
-    for part in record.path.split("/"):
-        if part not in node:
-            return 1.0
-        node = node[part]
-    kernel = node.get("kernel")
-    if kernel is None or isinstance(kernel, jax.ShapeDtypeStruct):
-        return 1.0
-    qw = record.quantizer_w
-    learned = node.get("quantizer_w") if qw.learned_fields else None
-    if learned:
-        qw = qw.with_learned(**learned)
-    return float(np.mean(np.asarray(qw.quantize(kernel)) != 0))
+def _simulate_mac(layer, cost: LayerCost, acc_bits: int, max_sim_macs: int | None, seed: int):
+    """(simulated, measured-analytic) toggles per MAC of a single-MAC-unit layer on its captured operands,
+    or (None, None) when the layer is not one integer MAC contraction."""
+    if [u.unit for u in cost.units] != ["mac"]:
+        return None, None, 0
+    xv, wv = layer.input_view(), layer.weight_view()
+    if xv is None or wv is None:
+        return None, None, 0
+    fx, fw = layer.x_format, layer.w_format
+    if fx.bits + fw.bits > acc_bits or max(fx.bits, fw.bits) > 16:
+        return None, None, 0
+    xs, ws = layer_streams(layer, xv.codes, wv.codes, max_sim_macs, seed)
+    cfg = MacConfig(fx.bits, fw.bits, acc_bits, fx.signed, fw.signed,
+                    skip_zero_weights=getattr(layer.operator, "skips_zero_weights", False))
+    simulated = mean_toggles(xs.astype(np.int16), ws.astype(np.int16), cfg)
+    measured = bitflips_mac(fx.bits, fw.bits, acc_bits, fan_in=cost.fan_in,
+                            x_stats=OperandStats.from_codes(xs, fx.bits, fx.signed),
+                            w_stats=OperandStats.from_codes(ws, fw.bits, fw.signed)).as_dict()
+    return simulated, measured, int(xs.size)
 
 
 def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | str | None = None,
                  simulate: bool | None = None, max_sim_macs: int | None = 1 << 21, seed: int = 0,
-                 **call_kwargs) -> NetworkReport:
+                 toggle_model: str = "registers", **call_kwargs) -> NetworkReport:
     """Per-layer report of `model` (a Flax module built from pannjax.nn layers) with `variables`.
 
     `x`: a real input batch (array) or a `jax.ShapeDtypeStruct`; with a real batch (and `simulate` not
-    False) toggles are simulated on the layer's captured operands. Energies are per example. Each layer
-    is costed at its real weight density (`weight_density`): operators that skip zero weights (e.g.
-    shift on pruned PoT weights) pay only for the non-zero ones, in the op counts and in the simulator."""
-    from pannjax.nn import describe_layers  # model-facing glue; pannjax.hw itself imports no Flax
+    False) MAC layers are simulated on their captured operands. Energies are per example. Every figure
+    comes from the cost engine (`pannjax.hw.cost.price_layer`), at each layer's real weight density."""
+    from pannjax.nn import bound_layers  # model-facing glue; pannjax.hw itself imports no Flax
 
-    if not isinstance(table, EnergyTable):
-        table = EnergyTable.load(table)
-    records = describe_layers(model, variables, x, **call_kwargs)
+    pricing = Pricing.make(table, toggle_model, acc_bits)
     real = isinstance(x, (np.ndarray, jax.Array))
     simulate = real if simulate is None else simulate
     if simulate and not real:
         raise ConfigError("simulate=True needs a real input batch, not a shape")
-    operands = None
-    if simulate:
-        from pannjax.nn.capture import capture_layer_operands
-        operands = capture_layer_operands(model, variables, x, **call_kwargs)
-        if [o.path for o in operands] != [r.path for r in records]:
-            raise ConfigError("captured layers do not match described layers (model is not deterministic?)")
     layers = []
-    for i, rec in enumerate(records):
-        fx, fw = rec.quantizer_x.format, rec.quantizer_w.format
-        shape = rec.contraction
-        ops = tuple(rec.operator.cost(shape, fx, fw, acc_bits, density=weight_density(variables, rec)))
-        energy = table.cost_pj(ops)
-        analytic = measured = simulated = None
-        sim_macs = 0
-        if _int_formats(ops, fx, fw) and not getattr(rec.operator.mode, "is_analog", False) \
-                and fx.bits + fw.bits <= acc_bits and max(fx.bits, fw.bits) <= 16:
-            analytic = _uniform_mac_toggles(fx.bits, fw.bits, fx.signed, fw.signed, acc_bits, shape.fan_in)
-            if operands is not None and operands[i].x_codes is not None and operands[i].w_codes is not None:
-                op = operands[i]
-                xs, ws = layer_streams(op, max_sim_macs, seed + i)
-                cfg = MacConfig(fx.bits, fw.bits, acc_bits, fx.signed, fw.signed,
-                                skip_zero_weights=getattr(rec.operator, "skips_zero_weights", False))
-                simulated = mean_toggles(xs.astype(np.int16), ws.astype(np.int16), cfg)
-                sim_macs = int(xs.size)
-                measured = bitflips_mac(fx.bits, fw.bits, acc_bits, fan_in=shape.fan_in,
-                                        x_stats=OperandStats.from_codes(xs, fx.bits, fx.signed),
-                                        w_stats=OperandStats.from_codes(ws, fw.bits, fw.signed)).as_dict()
-        layers.append(LayerPower(
-            path=rec.path, kind=rec.kind, operator=getattr(rec.operator, "name", type(rec.operator).__name__),
-            x_format=str(fx), w_format=str(fw), acc_bits=acc_bits, fan_in=shape.fan_in, macs=shape.macs,
-            ops=ops, energy_pj=energy, toggles_analytic=analytic, toggles_analytic_measured=measured,
-            toggles_simulated=simulated, simulated_macs=sim_macs))
+    for i, layer in enumerate(bound_layers(model, variables, x, capture_inputs=simulate, **call_kwargs)):
+        cost = price_layer(layer, pricing)
+        simulated, measured, n = _simulate_mac(layer, cost, acc_bits, max_sim_macs, seed + i) if simulate \
+            else (None, None, 0)
+        layers.append(LayerPower(cost, measured, simulated, n))
     batch = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else None
-    return NetworkReport(tuple(layers), table.path, table.technology, acc_bits, batch)
+    return NetworkReport(tuple(layers), pricing.table.path, pricing.table.technology, acc_bits, batch)

@@ -1,6 +1,7 @@
-"""Arithmetic operators: frozen pytree dataclasses with dense/conv forms and op-count `cost`."""
+"""Arithmetic operators: frozen pytree dataclasses with dense/conv forms and a `cost` in unit operations."""
 
-from pannjax.ops.base import ComputeMode, ContractionShape, LinearOperator, Operator, OpCount, normalize_padding
+from pannjax.ops.base import (ComputeMode, ContractionShape, LinearOperator, Operator, OpCount, UnitOp,
+                              normalize_padding)
 from pannjax.ops.adder import AdderOperator, adder_lr_scaling
 from pannjax.ops.bwn import BwnOperator
 from pannjax.ops.mac import MacOperator
@@ -9,7 +10,7 @@ from pannjax.ops.shift import ShiftOperator, shift_accumulate, shift_conv
 from pannjax.ops.xnor import XnorOperator, xnor_popcount_conv, xnor_popcount_dense
 
 __all__ = [
-    "AdderOperator", "BwnOperator", "ComputeMode", "ContractionShape", "LinearOperator", "MacOperator", "MfOperator", "OpCount",
-    "Operator", "ShiftOperator", "XnorOperator", "adder_lr_scaling", "normalize_padding", "shift_accumulate",
+    "AdderOperator", "BwnOperator", "ComputeMode", "ContractionShape", "LinearOperator", "MacOperator", "MfOperator",
+    "OpCount", "Operator", "UnitOp", "ShiftOperator", "XnorOperator", "adder_lr_scaling", "normalize_padding", "shift_accumulate",
     "shift_conv", "xnor_popcount_conv", "xnor_popcount_dense",
 ]

@@ -23,9 +23,9 @@ Backward (custom VJP):
     output gradient is shifted, dx[q, c] = sum_{i, j, o} g[q - (i, j), o] * HT(w[i, j, c, o] - x[q, c]),
     again one fused elementwise pass per offset; the exact dL/dw reduces per (offset, channel).
 
-Cost per output: fan_in subtractions, |.|, accumulations. Integer operands: "add" at the operand
-width (b = max(b_x, b_w) + 1 for the difference), "abs" of that (b+1)-bit difference, "add" into the
-B-bit accumulator. Float operands: 2 * fan_in "fadd" (|.| of a float clears the sign bit: free).
+Cost per output: fan_in "absdiff" unit operations (subtraction at b = max(b_x, b_w) + 1 bits, |.| of
+the difference, accumulation into B bits; `pannjax.hw.units`). Float operands: 2 * fan_in "fadd" (|.| of
+a float clears the sign bit: free).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount, linear_conv
+from pannjax.ops.base import ComputeMode, ContractionShape, Operator, UnitOp, linear_conv, wider_float
 
 GRADIENTS = ("full_precision", "exact")
 
@@ -187,9 +187,7 @@ class AdderOperator(Operator):
         return adder_conv(x, w, tuple(strides), pads, groups, self.gradient)
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-                     acc_bits: int) -> tuple[OpCount, ...]:
+                     acc_bits: int) -> tuple[UnitOp, ...]:
         if x_format.is_float or w_format.is_float:
-            return (OpCount("fadd", (max(x_format.bits, w_format.bits),), 2 * shape.macs),)
-        diff_bits = max(x_format.bits, w_format.bits) + 1
-        return (OpCount("add", (diff_bits,), shape.macs), OpCount("abs", (diff_bits,), shape.macs),
-                OpCount("add", (acc_bits,), shape.macs))
+            return (UnitOp("fadd", wider_float(x_format, w_format), None, acc_bits, shape.fan_in, 2 * shape.macs),)
+        return (UnitOp("absdiff", x_format, w_format, acc_bits, shape.fan_in, shape.macs),)

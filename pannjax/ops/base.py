@@ -4,9 +4,18 @@ An operator is a frozen `flax.struct` dataclass with only static fields (it hold
 It offers
   * `dense(x, w)`                              x: (..., C_in), w: (C_in, C_out)
   * `conv(x, w, strides, padding, groups)`     x: NHWC, w: HWIO with I = C_in / groups
-  * `cost(shape, x_format, w_format, acc_bits, density)`   op counts (`OpCount`) by kind and bit width,
-                                               per example
+  * `cost(shape, x_format, w_format, acc_bits, density, additions)`   the layer's work per example as
+                                               unit operations (`pannjax.hw.units.UnitOp`), which every
+                                               pricer reads (energy table, toggle models)
+  * `hardware_weights(quantizer_w)`            the quantizer whose integer view is what the datapath
+                                               receives (after the operator's own weight rounding)
 and carries its computing `mode` (`ComputeMode`).
+
+Costs come from the numbers a layer computes with: an operator that rounds the weights it receives
+(`weight_transform`: powers of two for shift, signs for BWN) prices the rounded weights
+(`hardware_weights`), and PANN's addition-count weights (`NumberFormat.kind == "count"`) are priced as
+`additions` (their realised mean |w_int|, R) additions of the activation per product, never as
+multiplications (only operators with `accepts_counts`, i.e. MAC, run them).
 
 Zero weights. `density` is the fraction of non-zero (quantized) weights of the layer, e.g. after pruning.
 An operator whose digital datapath skips a product when its weight is zero (`skips_zero_weights = True`,
@@ -39,6 +48,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pannjax.errors import ConfigError
+from pannjax.hw.units import OpCount, UnitOp  # noqa: F401  (OpCount re-exported)
 from pannjax.numerics import NumberFormat
 from pannjax.quant.ste import round_ste
 
@@ -71,22 +81,6 @@ class ComputeMode:
 
 
 @dataclasses.dataclass(frozen=True)
-class OpCount:
-    """`count` operations of `kind` on operands of widths `bits`, per example.
-
-    Kinds used by the built-in operators: "mul" (integer multiply, bits=(b_x, b_w)), "fmul"/"fadd"
-    (float), "add" (integer add into the accumulator, bits=(B,)), "cim_mac" (analog multiply-
-    accumulate in a crossbar cell, bits=(b_x, b_w)), "adc" (one conversion, bits=(b_adc,)).
-    Later operators add their own (e.g. "shift", "xnor", "popcount"); the hardware model looks each
-    kind up in its energy table.
-    """
-
-    kind: str
-    bits: tuple[int, ...]
-    count: int
-
-
-@dataclasses.dataclass(frozen=True)
 class ContractionShape:
     """What one layer contracts per example: `outputs` output elements, each a reduction over
     `fan_in` products (so MACs = outputs * fan_in)."""
@@ -97,6 +91,12 @@ class ContractionShape:
     @property
     def macs(self) -> int:
         return self.outputs * self.fan_in
+
+
+def wider_float(x_format: NumberFormat, w_format: NumberFormat) -> NumberFormat:
+    """The float format a float unit computes in when either operand is float: the wider operand's
+    width (fp32 unless both are fp16)."""
+    return NumberFormat("float", 32 if max(x_format.bits, w_format.bits) > 16 else 16)
 
 
 def normalize_padding(padding: str | Sequence) -> Padding:
@@ -191,6 +191,8 @@ class Operator:
     #: and the same `mode` differ only in their weights; a single-path search runs one contraction for all.
     linear_contraction: bool = False
     skips_zero_weights: bool = False  # digital datapath clock-gates products whose weight is zero
+    #: True when PANN addition-count weights run on this operator as repeated additions (MAC only)
+    accepts_counts: bool = False
     mode: ComputeMode
 
     # -- what subclasses implement -------------------------------------------------------------
@@ -201,8 +203,18 @@ class Operator:
         raise NotImplementedError
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-                     acc_bits: int) -> tuple[OpCount, ...]:  # pragma: no cover
+                     acc_bits: int) -> tuple[UnitOp, ...]:  # pragma: no cover
+        """Unit operations per example of the digital datapath, given the hardware operand formats."""
         raise NotImplementedError
+
+    def hardware_weights(self, quantizer_w):
+        """The quantizer whose `integer` view and `format` describe the weights the datapath receives:
+        `quantizer_w` itself unless the operator re-rounds it (`weight_transform`)."""
+        return quantizer_w
+
+    def input_format(self, x_format: NumberFormat) -> NumberFormat:
+        """The activation format the datapath receives (XNOR binarises; identity by default)."""
+        return x_format
 
     def weight_transform(self, w: jax.Array) -> jax.Array:
         """The operator's own rounding of the weights it receives (DeepShift-Q powers of two, binarisation),
@@ -253,23 +265,45 @@ class Operator:
                                     x, w, (self.mode,), (rng,))
 
     def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-             acc_bits: int = 32, density: float = 1.0) -> tuple[OpCount, ...]:
-        """Operation counts per example. Digital: `digital_cost`, scaled by `density` (fraction of non-zero
-        weights) when the operator skips zero weights (module docstring). Analog: every product is a
-        crossbar cell operation and each chunk of `rows_per_array` rows costs one ADC conversion per output."""
+             acc_bits: int = 32, density: float = 1.0, additions: float | None = None) -> tuple[UnitOp, ...]:
+        """Unit operations per example (`pannjax.hw.units.UnitOp`). `w_format` is the hardware weight
+        format (`hardware_weights(quantizer_w).format`), `density` the fraction of non-zero weights and
+        `additions` the realised mean |w_int| of addition-count weights.
+
+        Digital: `digital_cost`, scaled by `density` when the operator skips zero weights (module docstring);
+        count weights on an operator that `accepts_counts`: `additions` * MACs additions of the activation
+        (PANN; arch "split" -- two unsigned accumulators -- unless the count format is signed).
+        Analog: every product is a crossbar cell operation, each chunk of `rows_per_array` rows one ADC
+        conversion per output, and the chunks' partial sums are accumulated digitally."""
         if not 0.0 <= density <= 1.0:
             raise ConfigError(f"density={density!r}: expected a fraction of non-zero weights in [0, 1]")
+        x_format = self.input_format(x_format)
+        if w_format.kind == "count":
+            return self._count_cost(shape, x_format, w_format, acc_bits, additions)
         if not self.mode.is_analog:
-            ops = tuple(self.digital_cost(shape, x_format, w_format, acc_bits))
+            units = tuple(self.digital_cost(shape, x_format, w_format, acc_bits))
             if not self.skips_zero_weights or density == 1.0:
-                return ops
-            return tuple(OpCount(o.kind, o.bits, round(o.count * density)) for o in ops)
+                return units
+            return tuple(u.scaled(density) for u in units)
         chunks = math.ceil(shape.fan_in / self.mode.rows_per_array)
         return (
-            OpCount("cim_mac", (x_format.bits, w_format.bits), shape.macs),
-            OpCount("adc", (self.mode.adc_bits,), shape.outputs * chunks),
-            OpCount("add", (acc_bits,), shape.outputs * max(chunks - 1, 0)),
+            UnitOp("cim_mac", x_format, w_format, acc_bits, shape.fan_in, shape.macs),
+            UnitOp("adc", NumberFormat("int", self.mode.adc_bits), None, acc_bits, chunks, shape.outputs * chunks),
+            UnitOp("accumulate", NumberFormat("int", acc_bits), None, acc_bits, chunks,
+                   shape.outputs * max(chunks - 1, 0)),
         )
+
+    def _count_cost(self, shape, x_format, w_format, acc_bits, additions) -> tuple[UnitOp, ...]:
+        if not self.accepts_counts or self.mode.is_analog:
+            raise ConfigError(f"op={self.name} (mode {self.mode.kind}) cannot run PANN addition-count weights "
+                              "(quant=pann); they run as repeated additions on op=mac in digital mode")
+        if additions is None:
+            raise ConfigError("PANN addition-count weights are priced by their realised mean |w_int|; "
+                              "cost the layer with its weights (pannjax.nn.bound_layers on real variables)")
+        if x_format.is_float:
+            raise ConfigError("PANN additions need fixed-point activations; the activation quantizer is float")
+        return (UnitOp("add", x_format, w_format, acc_bits, shape.fan_in, int(round(additions * shape.macs)),
+                       per_input=float(additions), arch="signed" if w_format.signed else "split"),)
 
 
 class LinearOperator(Operator):

@@ -11,8 +11,10 @@ Gradient: sign has the clipped straight-through estimator (`binarize_ste`, d/dw 
 alpha keeps its gradient, so dW_b/dW = 1/n + alpha * 1_{|W| <= 1} as in XNOR-Net Sec. 3.1. Every
 weight is +-alpha (a zero weight gives -alpha, see `binarize_ste`).
 
-Cost per output: fan_in sign-controlled additions of the activation into the accumulator ("add",
-B bits; float: "fadd") and one multiplication by alpha ("mul" b_x x b_x, float: "fmul").
+Cost per output: fan_in "sign_select" unit operations (the activation or its negation added into the
+B-bit accumulator; float activations: "fadd") and one multiplication by alpha ("mult" b_x x b_x, float:
+"fmult"). The weights the datapath receives are one sign bit each (`SignWeights`), whatever the weight
+quantizer produced.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, LinearOperator, OpCount
+from pannjax.ops.base import ComputeMode, ContractionShape, LinearOperator, UnitOp
+from pannjax.quant.base import IntegerView, Quantizer, Requantized
 from pannjax.quant.ste import binarize_ste
+
+SIGN_BIT = NumberFormat("int", 1, True)  # one stored sign bit per weight; codes are -1 / +1
 
 
 def binary_weights(w: jax.Array) -> jax.Array:
@@ -33,11 +38,26 @@ def binary_weights(w: jax.Array) -> jax.Array:
     return alpha * binarize_ste(w)
 
 
-def scaling_cost(shape: ContractionShape, x_format: NumberFormat, multiplies: int) -> OpCount:
+@struct.dataclass
+class SignWeights(Quantizer):
+    """Binary weights alpha * sign(w) (`binary_weights`); integer view: codes sign(w) in {-1, +1}, scale alpha."""
+
+    def quantize(self, x: jax.Array) -> jax.Array:
+        return binary_weights(x)
+
+    def integer(self, x: jax.Array) -> IntegerView:
+        alpha = jnp.mean(jnp.abs(x), axis=tuple(range(x.ndim - 1)), keepdims=True)
+        return IntegerView(binarize_ste(x).astype(jnp.int32), alpha, SIGN_BIT)
+
+    @property
+    def format(self) -> NumberFormat:
+        return SIGN_BIT
+
+
+def scaling_cost(shape: ContractionShape, x_format: NumberFormat, multiplies: int, acc_bits: int) -> UnitOp:
     """`multiplies` rescaling multiplications per output (alpha, and beta/K for XNOR)."""
-    if x_format.is_float:
-        return OpCount("fmul", (x_format.bits,), multiplies * shape.outputs)
-    return OpCount("mul", (x_format.bits, x_format.bits), multiplies * shape.outputs)
+    unit = "fmult" if x_format.is_float else "mult"
+    return UnitOp(unit, x_format, x_format, acc_bits, 1, multiplies * shape.outputs)
 
 
 @struct.dataclass
@@ -50,8 +70,11 @@ class BwnOperator(LinearOperator):
     def weight_transform(self, w: jax.Array) -> jax.Array:
         return binary_weights(w)
 
+    def hardware_weights(self, quantizer_w) -> Quantizer:
+        return Requantized(quantizer_w, SignWeights())
+
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-                     acc_bits: int) -> tuple[OpCount, ...]:
-        add = OpCount("fadd", (x_format.bits,), shape.macs) if x_format.is_float \
-            else OpCount("add", (acc_bits,), shape.macs)
-        return (add, scaling_cost(shape, x_format, 1))
+                     acc_bits: int) -> tuple[UnitOp, ...]:
+        unit = "fadd" if x_format.is_float else "sign_select"
+        return (UnitOp(unit, x_format, w_format, acc_bits, shape.fan_in, shape.macs),
+                scaling_cost(shape, x_format, 1, acc_bits))

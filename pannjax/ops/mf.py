@@ -17,8 +17,8 @@ Gradients: sign uses the plain straight-through estimator (d sign(u)/du := 1, `s
 are not normalised to [-1, 1], so a clipped STE would cut most gradients) and |u| its true derivative
 sign(u). So dy/dx = |w| + sign(w) sign(x), dy/dw = sign(x) sign(w) + |x| per term.
 
-Cost per output: fan_in additions of the two sign-adjusted magnitudes (integer "add" at
-max(b_x, b_w) + 1 bits) plus fan_in accumulations ("add", B bits); float operands: 2 * fan_in "fadd".
+Cost per output: fan_in "mf" unit operations (the two sign-adjusted magnitudes added at max(b_x, b_w) + 1
+bits, then accumulated into B bits); float operands: 2 * fan_in "fadd".
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, Operator, OpCount, linear_conv
+from pannjax.ops.base import ComputeMode, ContractionShape, Operator, UnitOp, linear_conv, wider_float
 from pannjax.quant.ste import sign_ste
 
 
@@ -47,8 +47,7 @@ class MfOperator(Operator):
                 + linear_conv(jnp.abs(x), sign_ste(w), strides, padding, groups))
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-                     acc_bits: int) -> tuple[OpCount, ...]:
+                     acc_bits: int) -> tuple[UnitOp, ...]:
         if x_format.is_float or w_format.is_float:
-            return (OpCount("fadd", (max(x_format.bits, w_format.bits),), 2 * shape.macs),)
-        return (OpCount("add", (max(x_format.bits, w_format.bits) + 1,), shape.macs),
-                OpCount("add", (acc_bits,), shape.macs))
+            return (UnitOp("fadd", wider_float(x_format, w_format), None, acc_bits, shape.fan_in, 2 * shape.macs),)
+        return (UnitOp("mf", x_format, w_format, acc_bits, shape.fan_in, shape.macs),)

@@ -21,9 +21,11 @@ rounds whatever weights it receives to signed powers of two (DeepShift-Q, via `P
 per-channel max scale and a straight-through gradient), so even `quant=float op=shift` trains in the
 shift domain; on weights already PoT-quantized with <= weight_bits bits the rounding is the identity.
 
-Cost per example: each non-zero weight's product is one shift of the b_x-bit activation by up to
-M = 2^(b_w-1) - 1 positions (a barrel shifter, OpCount "shift", bits=(b_x, M)) and one addition into
-the B-bit accumulator ("add", bits=(B,)). Zero weights are skipped (`skips_zero_weights`): the
+Cost per example: each non-zero weight's product is one "shift" unit operation: a shift of the b_x-bit
+activation by up to M = 2^(b_w-1) - 1 positions (a barrel shifter) and one addition into the B-bit
+accumulator (`pannjax.hw.units`). The weights priced are those the shifter receives
+(`hardware_weights`: with `weight_bits` set, the operator's own PoT rounding of any non-PoT weights), so
+`quant=float op=shift` costs shifts, never multiplications. Zero weights are skipped (`skips_zero_weights`): the
 base class `Operator.cost(..., density=...)` scales both counts by the fraction of non-zero weights.
 """
 
@@ -37,9 +39,9 @@ from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import (ComputeMode, ContractionShape, LinearOperator, OpCount, Padding, check_conv_shapes,
-                              normalize_padding)
-from pannjax.quant.base import IntegerView
+from pannjax.ops.base import (ComputeMode, ContractionShape, LinearOperator, Padding, UnitOp, check_conv_shapes,
+                              normalize_padding, wider_float)
+from pannjax.quant.base import IntegerView, Requantized
 from pannjax.quant.pot import PotQuantizer
 
 
@@ -118,11 +120,22 @@ class ShiftOperator(LinearOperator):
     # <= weight_bits bits already produced (`quant=pot op=shift` is unchanged). None: no rounding.
     weight_bits: int | None = struct.field(pytree_node=False, default=5)
 
+    @property
+    def _rounding(self) -> PotQuantizer:
+        return PotQuantizer(bits=self.weight_bits, per_channel=True, channel_axis=-1, scale_mode="max")
+
     def weight_transform(self, w: jax.Array) -> jax.Array:
         """The weights as signed powers of two (DeepShift-Q rounding, STE gradient), or `w` unchanged."""
         if self.weight_bits is None:
             return w
-        return PotQuantizer(bits=self.weight_bits, per_channel=True, channel_axis=-1, scale_mode="max").quantize(w)
+        return self._rounding.quantize(w)
+
+    def hardware_weights(self, quantizer_w):
+        """PoT weights of <= weight_bits bits pass unchanged (the rounding is the identity on them); any
+        other weights reach the shifter as this operator's own `weight_bits`-bit PoT rounding."""
+        if self.weight_bits is None or (isinstance(quantizer_w, PotQuantizer) and quantizer_w.bits <= self.weight_bits):
+            return quantizer_w
+        return Requantized(quantizer_w, self._rounding)
 
     # -- integer reference path ----------------------------------------------------------------
     def dense_integer(self, x: IntegerView, w: IntegerView) -> jax.Array:
@@ -137,10 +150,12 @@ class ShiftOperator(LinearOperator):
 
     # -- cost ----------------------------------------------------------------------------------
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-                     acc_bits: int) -> tuple[OpCount, ...]:
-        """Per dense product: one shift and one add (zero weights skipped via `Operator.cost(density=...)`)."""
-        if x_format.is_float or w_format.is_float:
-            bits = max(x_format.bits, w_format.bits)
-            return (OpCount("fmul", (bits,), shape.macs), OpCount("fadd", (bits,), shape.macs))
-        max_shift = 2 ** (w_format.bits - 1) - 1
-        return (OpCount("shift", (x_format.bits, max_shift), shape.macs), OpCount("add", (acc_bits,), shape.macs))
+                     acc_bits: int) -> tuple[UnitOp, ...]:
+        """Per dense product one "shift" unit operation (shift into the accumulator; zero weights skipped via
+        `Operator.cost(density=...)`). A float activation times a power of two is an exponent addition
+        ("fshift"); only float weights (``weight_bits=None`` with a float quantizer) multiply ("fmac")."""
+        if w_format.is_float:
+            return (UnitOp("fmac", wider_float(x_format, w_format), None, acc_bits, shape.fan_in, shape.macs),)
+        if x_format.is_float:
+            return (UnitOp("fshift", x_format, w_format, acc_bits, shape.fan_in, shape.macs),)
+        return (UnitOp("shift", x_format, w_format, acc_bits, shape.fan_in, shape.macs),)

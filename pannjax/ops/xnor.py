@@ -20,9 +20,9 @@ uint32 words (padding positions masked out): the integer reference, equal to the
 Gradients: clipped straight-through estimator for both signs (`binarize_ste`, 1 for |u| <= 1, as
 XNOR-Net / BinaryNet); alpha and K keep their true gradients.
 
-Cost per output: one XNOR of fan_in bits ("xnor", bits=(fan_in,)), one popcount of fan_in bits
-("popcount", bits=(fan_in,)) and the rescaling multiplications (alpha, and K unless
-`input_scale="none"`; "mul" or "fmul" at the activation width). Computing A and K is O(1/C_out) of
+Cost per output: one "xnor" unit operation (XNOR of two fan_in-bit words and the popcount of the result)
+and the rescaling multiplications (alpha, and K unless `input_scale="none"`; "mult" or "fmult" at the
+activation width). Computing A and K is O(1/C_out) of
 this per output and not counted.
 """
 
@@ -36,9 +36,9 @@ from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import (ComputeMode, ContractionShape, Operator, OpCount, Padding, check_conv_shapes,
+from pannjax.ops.base import (ComputeMode, ContractionShape, Operator, Padding, UnitOp, check_conv_shapes,
                               linear_conv, normalize_padding)
-from pannjax.ops.bwn import scaling_cost
+from pannjax.ops.bwn import SIGN_BIT, scaling_cost
 from pannjax.quant.ste import binarize_ste
 
 INPUT_SCALES = ("k_matrix", "none")
@@ -152,6 +152,6 @@ class XnorOperator(Operator):
         return counts.astype(x.dtype) * self._conv_scale(x, w, strides, padding, groups)
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
-                     acc_bits: int) -> tuple[OpCount, ...]:
-        return (OpCount("xnor", (shape.fan_in,), shape.outputs), OpCount("popcount", (shape.fan_in,), shape.outputs),
-                scaling_cost(shape, x_format, 1 if self.input_scale == "none" else 2))
+                     acc_bits: int) -> tuple[UnitOp, ...]:
+        return (UnitOp("xnor", SIGN_BIT, SIGN_BIT, acc_bits, shape.fan_in, shape.outputs),
+                scaling_cost(shape, x_format, 1 if self.input_scale == "none" else 2, acc_bits))

@@ -33,7 +33,7 @@ from flax import traverse_util
 from omegaconf import OmegaConf
 
 from pannjax.errors import ConfigError
-from pannjax.nn import ArithPolicy, LayerArith, QConv, QDense
+from pannjax.nn import ArithPolicy, LayerArith, QConv, bound_layers
 from pannjax.ops import MacOperator
 from pannjax.quant import FloatQuantizer, UniformQuantizer
 from pannjax.quant.pann import PannQuantizer
@@ -216,19 +216,10 @@ class LayerInputs:
 def collect_layer_inputs(model: nn.Module, variables: Any, batches: Iterable[np.ndarray],
                          max_values: int = _CALIB_SAMPLES, seed: int = 0) -> dict[str, LayerInputs]:
     """Input activations of every QConv/QDense of `model` (the float network) on calibration batches."""
-    seen: dict[str, list[np.ndarray]] = {}
-    signed: dict[str, bool] = {}
-
-    def interceptor(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and isinstance(context.module, (QConv, QDense)):
-            path = "/".join(context.module.scope.path)
-            seen.setdefault(path, []).append(np.asarray(args[0]).ravel())
-            signed[path] = bool(context.module.input_signed)
-        return next_fun(*args, **kwargs)
-
-    for images in batches:
-        with nn.intercept_methods(interceptor):
-            model.apply(variables, jnp.asarray(images), train=False)
+    images = jnp.asarray(np.concatenate([np.asarray(b) for b in batches]))
+    layers = bound_layers(model, variables, images, capture_inputs=True, train=False)
+    seen = {layer.path: [layer.inputs.ravel()] for layer in layers}
+    signed = {layer.path: layer.input_signed for layer in layers}
     rng = np.random.default_rng(seed)
     out = {}
     for path, chunks in seen.items():
@@ -315,14 +306,9 @@ def freeze_weights(model: nn.Module, variables: dict, sample) -> tuple[ArithPoli
     """(policy, variables) computing exactly what `model` computes, with every layer's quantized kernel
     stored in `kernel` and a float weight quantizer: the activation arithmetic alone decides the compiled
     function, so networks that differ only in their weights share one compilation."""
-    from pannjax.nn import describe_layers
-
     flat = traverse_util.flatten_dict(variables["params"], sep="/")
-    for rec in describe_layers(model, variables, sample):
-        qw = rec.quantizer_w
-        if qw.learned_fields:
-            qw = qw.with_learned(**{f: jnp.asarray(flat[f"{rec.path}/quantizer_w/{f}"]) for f in qw.learned_fields})
-        flat[f"{rec.path}/kernel"] = np.asarray(qw.quantize(jnp.asarray(flat[f"{rec.path}/kernel"])))
+    for layer in bound_layers(model, variables, sample):
+        flat[f"{layer.path}/kernel"] = np.asarray(layer.quantizer_w.quantize(jnp.asarray(layer.kernel)))
     policy = model.policy
     frozen = ArithPolicy(dataclasses.replace(policy.default, quantizer_w=FloatQuantizer()),
                          tuple((p, dataclasses.replace(a, quantizer_w=FloatQuantizer() if a.quantizer_w else None))

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pannjax.errors import ConfigError
-from pannjax.nn import describe_layers
+from pannjax.nn import bound_layers
 from pannjax.pann.budget import Layer, budget_per_mac, budget_table, format_budget_table, solve_budget
 from pannjax.pann.convert import (FIRST_LAST_PATTERN, Converted, collect_layer_inputs, convert, fold_batchnorm,
                                   freeze_weights, load_float_run, pann_policy, uniform_policy)
@@ -68,10 +68,10 @@ def frozen_accuracy(conv: Converted, dataset, sample) -> float:
 def converted_layers(model, variables, sample, first_last: str) -> list[Layer]:
     """MACs and fan-in of the layers PANN converts (all but stem/head unless first_last == "same")."""
     out = []
-    for rec in describe_layers(model, variables, sample):
-        if first_last != "same" and re.search(FIRST_LAST_PATTERN, rec.path):
+    for layer in bound_layers(model, variables, sample):
+        if first_last != "same" and re.search(FIRST_LAST_PATTERN, layer.path):
             continue
-        out.append(Layer(rec.contraction.macs, rec.contraction.fan_in))
+        out.append(Layer(layer.contraction.macs, layer.contraction.fan_in))
     return out
 
 

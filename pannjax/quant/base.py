@@ -18,6 +18,7 @@ import dataclasses
 from typing import Any
 
 import jax
+from flax import struct
 
 from pannjax.numerics import NumberFormat
 
@@ -64,3 +65,23 @@ class Quantizer:
     def with_input_sign(self, signed: bool) -> "Quantizer":
         """Resolve an 'auto' signedness from the layer's knowledge of its input (see QConv)."""
         return self
+
+
+@struct.dataclass
+class Requantized(Quantizer):
+    """`outer` applied to what `inner` produces: the weights an operator receives after its own rounding
+    (e.g. a shift operator's power-of-two rounding of uniform weights). `integer` and `format` are the
+    outer quantizer's, on the inner quantizer's output, so codes * scale == quantize(x)."""
+
+    inner: Quantizer
+    outer: Quantizer
+
+    def quantize(self, x: jax.Array) -> jax.Array:
+        return self.outer.quantize(self.inner.quantize(x))
+
+    def integer(self, x: jax.Array) -> IntegerView:
+        return self.outer.integer(self.inner.quantize(x))
+
+    @property
+    def format(self) -> NumberFormat:
+        return self.outer.format

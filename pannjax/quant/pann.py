@@ -88,8 +88,11 @@ class PannQuantizer(Quantizer):
 
     @property
     def format(self) -> NumberFormat:
-        """Stored weight format: sign and addition count (the count bounds the additions per weight)."""
-        return NumberFormat("int", self.w_bits, True)
+        """Stored weight format: sign and addition count (the count bounds the additions per weight); the
+        "count" kind tells every operator and pricer that a weight is realised as |w_int| additions. Its
+        `signed` flag is the accumulation: True for one two's complement accumulator adding +-x ("signed"),
+        False for two unsigned accumulators ("split")."""
+        return NumberFormat("count", self.w_bits, self.accumulation == "signed")
 
     # -- step --------------------------------------------------------------------------------
     def step_for(self, w: jax.Array) -> jax.Array:

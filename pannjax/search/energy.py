@@ -2,9 +2,9 @@
 
 For each searchable layer l and candidate k, e_lk (pJ per example) is the energy of layer l when it
 runs candidate k: `Operator.cost` of the layer's contraction with the candidate's operand formats,
-priced by an `EnergyTable` -- exactly what `pannjax.hw.report.build_report` reports for that layer in
-the network where every searchable layer uses k. The table is computed once, from shapes only
-(`describe_layers` under `jax.eval_shape`), never per step.
+priced by the cost engine (`pannjax.hw.cost.price_layer`) -- exactly what `pannjax.hw.report.build_report`
+reports for that layer in the network where every searchable layer uses k. The table is computed once,
+from shapes only (`bound_layers` under `jax.eval_shape`), never per step.
 
 Expected energy under the architecture distribution (ENOS's energy term, Nasrin et al., arXiv
 2104.05217: operator probabilities weight the per-operator energies of each layer):
@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from pannjax.hw.cost import Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
-from pannjax.nn import ArithPolicy, describe_layers
+from pannjax.nn import ArithPolicy, bound_layers
 from pannjax.search.space import SearchSpace
 
 
@@ -59,25 +60,20 @@ class EnergyModel:
 
 
 def _layer_energies(model_for: Callable[[ArithPolicy], nn.Module], policy: ArithPolicy, sample: jax.ShapeDtypeStruct,
-                    table: EnergyTable, acc_bits: int) -> dict[str, float]:
+                    pricing: Pricing) -> dict[str, float]:
     model = model_for(policy)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(sample.shape, sample.dtype), train=False))
-    out = {}
-    for rec in describe_layers(model, variables, sample):
-        ops = rec.operator.cost(rec.contraction, rec.quantizer_x.format, rec.quantizer_w.format, acc_bits)
-        out[rec.path] = table.cost_pj(ops)
-    return out
+    return {layer.path: price_layer(layer, pricing).energy_pj for layer in bound_layers(model, variables, sample)}
 
 
 def energy_model(model_for: Callable[[ArithPolicy], nn.Module], space: SearchSpace, input_shape: tuple[int, ...],
                  table: EnergyTable | str | None = None, acc_bits: int = 32) -> EnergyModel:
     """The energy table of `space` on the model `model_for(policy)` for one example of `input_shape`."""
-    if not isinstance(table, EnergyTable):
-        table = EnergyTable.load(table)
+    pricing = Pricing.make(table, None, acc_bits)
     sample = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    reference = _layer_energies(model_for, space.reference_policy(), sample, table, acc_bits)
+    reference = _layer_energies(model_for, space.reference_policy(), sample, pricing)
     order = tuple(p for p in reference if space.searches(p))
-    columns = [_layer_energies(model_for, space.uniform_policy(k), sample, table, acc_bits)
+    columns = [_layer_energies(model_for, space.uniform_policy(k), sample, pricing)
                for k in range(len(space.candidates))]
     per_layer = {p: np.array([col[p] for col in columns], np.float64) for p in order}
     fixed = float(sum(e for p, e in reference.items() if not space.searches(p)))

@@ -1,0 +1,203 @@
+"""Expected toggles (bit flips) per operation of every arithmetic unit: `unit_toggles`.
+
+One function prices every unit of `pannjax.hw.units` in toggles per operation, under a chosen model:
+
+  * ``model="registers"``: the registers of the unit and, for multipliers, the AND array of partial
+    products -- PANN's bit-flip view (Spingarn-Eliezer et al., arXiv 2202.02783, Sec. 3), derived in
+    `pannjax.hw.bitflips`. It leaves out the logic between the registers (a multiplier's adder tree, an
+    adder's carry chain), so it is a lower bound of a real datapath's activity.
+  * ``model="gates"``: every gate output and register of a gate-level netlist of the unit
+    (`pannjax.hw.gates`), see `pannjax.hw.gates.model`.
+
+Register model per unit (operands independent draws from their code distributions, `OperandStats`;
+uniform codes unless `x_stats` / `w_stats` are given; all formulas derived, not quoted):
+
+  mac          `bitflips_mac`: input registers, partial-product array, product register, sign extension
+               of the product into the B-bit accumulator, accumulator register. ``arch="split"`` (unsigned
+               activations, signed weights): PANN's unsigned arithmetic, the weight's sign selecting one of
+               two unsigned accumulators (b_x x (b_w - 1) unsigned MACs over fan_in / 2 products each)
+               plus one B-bit subtraction per output.
+  mult         `bitflips_multiplier`: input registers, partial-product array, product register.
+  add          PANN's repeated addition, per addition (`bitflips_repeated_addition`): "split" (unsigned
+               activations into two unsigned accumulators, about fan_in / 2 elements each, plus one B-bit
+               subtraction per output, B/2 toggles amortised over the R fan_in additions) or "signed"
+               (+-x into one two's complement accumulator). R = `additions` (or the mean |code| of
+               `w_stats`, else 1); a signed activation makes the addends signed, so it is "signed".
+  shift, absdiff, sign_select, mf
+               a term t(x, w) into the B-bit accumulator: input registers, the term register, the sign
+               extension of a signed term, and the accumulator (`term_accumulate_toggles`), with
+               t = x 2^(M-e) sign (PoT codes: the integer value +-2^k, k = 0..M), -|x - w|, +-x, and
+               sign(x)|w| + sign(w)|x|.
+  xnor         two fan_in-bit input words, their XNOR and the popcount register (one operation per output).
+
+Float units, crossbar cells and ADCs have no bit-flip model (`unit_op_toggles` returns None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+
+from pannjax.errors import ConfigError
+from pannjax.hw.bitflips import (OperandStats, _register_flips, bitflips_accumulator, bitflips_mac,
+                                 bitflips_multiplier, bitflips_register, bitflips_repeated_addition)
+from pannjax.hw.units import FLOAT_UNITS, UnitOp, max_shift
+
+MODELS = ("registers", "gates")
+TOGGLE_UNITS = ("mac", "mult", "add", "shift", "absdiff", "sign_select", "mf", "xnor")
+
+
+def _pattern_flips(values: np.ndarray, probs: np.ndarray, bits: int) -> float:
+    pattern = values & ((1 << bits) - 1)
+    return _register_flips(np.array([probs[((pattern >> k) & 1) == 1].sum() for k in range(bits)]))
+
+
+def term_accumulate_toggles(x: OperandStats, w_values: np.ndarray, w_probs: np.ndarray, w_bits: int, term,
+                            term_bits: int, acc_bits: int, fan_in: int) -> dict[str, float]:
+    """Register toggles per operation of a unit computing t = term(x, w) and adding it to a B-bit
+    accumulator: inputs (x register, w register of `w_bits` holding the code pattern of `w_values`), the
+    `term_bits`-bit term register, sign extension of a signed term ((B - term_bits) 2 r (1 - r), r = P(t < 0)),
+    and the accumulator (`bitflips_accumulator`). Exact enumeration over the operand pairs."""
+    if acc_bits < term_bits:
+        raise ConfigError(f"acc_bits={acc_bits}: the accumulator must hold the {term_bits}-bit term")
+    t = term(x.values[:, None], w_values[None, :]).ravel()
+    p = np.multiply.outer(x.probs, w_probs).ravel()
+    keep = p > 0
+    vals, inv = np.unique(t[keep], return_inverse=True)
+    pr = np.bincount(inv, weights=p[keep])
+    rs = float(pr[vals < 0].sum())
+    acc = bitflips_accumulator(vals, pr, term_bits, acc_bits, fan_in)
+    d = {"inputs": bitflips_register(x) + _pattern_flips(w_values, w_probs, w_bits),
+         "term": _pattern_flips(vals, pr, term_bits),
+         "acc_input": (acc_bits - term_bits) * 2.0 * rs * (1.0 - rs),
+         "accumulator": acc["low"] + acc["high"]}
+    d["total"] = sum(d.values())
+    return d
+
+
+def _stats(bits: int, signed: bool, stats: OperandStats | None) -> OperandStats:
+    return OperandStats.uniform(bits, signed) if stats is None else stats
+
+
+def _check(unit: str, x_bits: int, w_bits: int, acc_bits: int, fan_in: int, model: str) -> None:
+    if unit not in TOGGLE_UNITS:
+        raise ConfigError(f"unit={unit!r}: the toggle models cover {', '.join(TOGGLE_UNITS)}")
+    if model not in MODELS:
+        raise ConfigError(f"model={model!r}: expected one of {', '.join(MODELS)}")
+    for name, v in (("x_bits", x_bits), ("w_bits", w_bits), ("acc_bits", acc_bits), ("fan_in", fan_in)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ConfigError(f"{name}={v!r}: expected a positive integer")
+
+
+def _registers(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, x_stats, w_stats, arch, additions):
+    x = _stats(x_bits, x_signed, x_stats)
+    if unit == "mac" and arch == "split" and w_signed and not x.signed:
+        return _split_mac(x, w_bits, acc_bits, fan_in)
+    if unit == "mac":
+        return bitflips_mac(x_bits, w_bits, acc_bits, fan_in=fan_in, x_stats=x,
+                            w_stats=_stats(w_bits, w_signed, w_stats)).as_dict()
+    if unit == "mult":
+        return bitflips_multiplier(x_bits, w_bits, x_stats=x, w_stats=_stats(w_bits, w_signed, w_stats))
+    if unit == "add":
+        return _repeated_addition(x, acc_bits, fan_in, w_stats, arch, additions)
+    if unit == "xnor":
+        return _xnor(fan_in)
+    if unit == "shift":
+        m = max_shift(w_bits)
+        mags = 1 << np.arange(m + 1)
+        w_vals = np.concatenate([mags, -mags]) if w_signed else mags
+        w_pr = np.full(w_vals.size, 1.0 / w_vals.size)
+        return term_accumulate_toggles(x, w_vals, w_pr, w_bits, lambda a, b: a * b, x_bits + m + 1, acc_bits, fan_in)
+    if unit == "sign_select":
+        w_vals, w_pr = np.array([-1, 1]), np.array([0.5, 0.5])
+        return term_accumulate_toggles(x, w_vals, w_pr, 1, lambda a, b: a * b, x_bits + 1, acc_bits, fan_in)
+    w = _stats(w_bits, w_signed, w_stats)
+    width = max(x_bits, w_bits) + 2
+    term = (lambda a, b: -np.abs(a - b)) if unit == "absdiff" else \
+        (lambda a, b: np.sign(a) * np.abs(b) + np.sign(b) * np.abs(a))
+    return term_accumulate_toggles(x, w.values, w.probs, w_bits, term, width, acc_bits, fan_in)
+
+
+def _split_mac(x: OperandStats, w_bits: int, acc_bits: int, fan_in: int) -> dict[str, float]:
+    """PANN's unsigned arithmetic for a MAC layer: the weight's sign selects one of two unsigned
+    accumulators, each a b_x x (b_w - 1) unsigned MAC over about fan_in / 2 products, plus one B-bit
+    subtraction per output (B/2 toggles, amortised over fan_in)."""
+    mag = max(1, w_bits - 1)
+    d = bitflips_mac(x.bits, mag, acc_bits, fan_in=max(1, round(fan_in / 2)), x_stats=x,
+                     w_stats=OperandStats.uniform(mag, False)).as_dict()
+    d.pop("total")
+    d["subtraction"] = 0.5 * acc_bits / fan_in
+    d["total"] = sum(d.values())
+    return d
+
+
+def _repeated_addition(x: OperandStats, acc_bits, fan_in, w_stats, arch, additions) -> dict[str, float]:
+    if additions is None:
+        additions = float(np.dot(np.abs(w_stats.values), w_stats.probs)) if w_stats is not None else 1.0
+    if additions <= 0:
+        raise ConfigError(f"additions={additions}: expected > 0")
+    arch = arch or ("signed" if x.signed else "split")
+    if arch not in ("split", "signed"):
+        raise ConfigError(f"arch={arch!r} for unit 'add': expected 'split' or 'signed'")
+    if arch == "split" and not x.signed:
+        d = bitflips_repeated_addition(x.bits, acc_bits, additions, max(1, round(fan_in / 2)), False, x_stats=x)
+        d = dict(d, subtraction=0.5 * acc_bits / (additions * fan_in))
+    else:
+        d = bitflips_repeated_addition(x.bits, acc_bits, additions, fan_in, True, x_stats=x)
+    d.pop("total")
+    d["total"] = sum(d.values())
+    return d
+
+
+@functools.lru_cache(maxsize=256)
+def _xnor(n: int) -> dict[str, float]:
+    """Uniform bits: each input word n/2, the XNOR word n/2; popcount ~ Binomial(n, 1/2) in ceil(log2(n+1)) bits."""
+    bits = max(1, math.ceil(math.log2(n + 1)))
+    k = np.arange(n + 1)
+    pmf = np.exp([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in k])
+    d = {"inputs": float(n), "xnor": n / 2.0, "popcount": _pattern_flips(k, pmf, bits)}
+    d["total"] = sum(d.values())
+    return d
+
+
+def unit_toggles(unit: str, x_bits: int, w_bits: int, acc_bits: int, x_signed: bool, w_signed: bool, fan_in: int,
+                 model: str = "registers", x_stats: OperandStats | None = None, w_stats: OperandStats | None = None,
+                 arch: str | None = None, additions: float | None = None) -> dict[str, float]:
+    """Expected toggles per operation of `unit` (module docstring), by component, with "total".
+
+    x_bits, w_bits: operand widths (w_bits: the weight code width; for "add" the count width, for "xnor"
+    ignored); acc_bits: accumulator width B; fan_in: terms per output (input elements per output for
+    "add", the word width for "xnor"); x_stats / w_stats: measured code distributions (default uniform);
+    arch: a unit variant ("add": "split" | "signed"; gate model: the netlist architecture);
+    additions: PANN's R for "add"."""
+    _check(unit, x_bits, w_bits, acc_bits, fan_in, model)
+    if model == "gates":
+        from pannjax.hw.gates.model import gate_unit_toggles
+        return gate_unit_toggles(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, x_stats=x_stats,
+                                 w_stats=w_stats, arch=arch, additions=additions)
+    return _registers(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, x_stats, w_stats, arch, additions)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, model, arch, additions) -> dict[str, float]:
+    return unit_toggles(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, model, arch=arch,
+                        additions=additions)
+
+
+def unit_op_toggles(u: UnitOp, model: str = "registers", mac_arch: str | None = None) -> dict[str, float] | None:
+    """Toggles per operation of one `UnitOp` on uniform operand codes, by component with "total"; None for
+    units without a bit-flip model (float units, crossbar cells, ADCs, partial-sum accumulation of analog
+    layers). `mac_arch` prices every "mac" unit in that variant (e.g. "split")."""
+    if u.unit in FLOAT_UNITS or u.unit not in TOGGLE_UNITS:
+        return None
+    if u.unit == "mac" and mac_arch is not None:
+        u = dataclasses.replace(u, arch=mac_arch)
+    w_bits, w_signed = (u.w.bits, u.w.signed) if u.w is not None else (1, True)
+    if u.unit == "add":  # the count's sign is handled by the accumulation, the addend is the activation
+        w_signed = True
+    additions = round(u.per_input, 6) if u.unit == "add" else None
+    return dict(_cached(u.unit, u.x.bits, w_bits, u.acc_bits, u.x.signed, w_signed, u.fan_in, model, u.arch,
+                        additions))
