@@ -156,3 +156,42 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "checkpoint" in errors[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("first_last", ["int8", "float", "same"])
+def test_pann_power_is_within_3_percent_of_its_budget_in_every_first_last_mode(float_run, tmp_path, first_last):
+    """With first_last=same the stem's input (the image) is signed: the solver costs it as it runs
+    (sign-magnitude split accumulation), so the converted network meets its budget there too."""
+    res = run_pann(_pann_cfg(float_run, "budget_bits=[2,3]", "calibration_batches=1", f"first_last={first_last}"),
+                   tmp_path / first_last)
+    for label in ("2bit", "3bit"):
+        assert res["summary"][label]["pann_toggles_over_budget"] == pytest.approx(1.0, abs=0.03), label
+
+
+def test_pann_budget_holds_on_an_mlp_with_signed_inputs():
+    import flax.linen as fnn
+
+    from pannjax.nn import QDense, bound_layers
+    from pannjax.pann import network_toggles, pann_policy, summarize
+    from pannjax.pann.budget import Layer
+
+    class SignedMLP(fnn.Module):
+        policy: object
+
+        @fnn.compact
+        def __call__(self, x, train=False):
+            x = QDense(48, input_signed=True, **self.policy.at(self, "fc1"))(x)
+            x = QDense(32, **self.policy.at(self, "fc2"))(fnn.relu(x))
+            return QDense(10, **self.policy.at(self, "fc3"))(fnn.relu(x))
+
+    x = jax.random.normal(jax.random.key(0), (64, 40))  # zero-mean: half the first layer's inputs are negative
+    probe = SignedMLP(pann_policy(4, 2.0, first_last="same"))
+    variables = probe.init(jax.random.key(1), x)
+    layers = [Layer(l.macs, l.contraction.fan_in, l.input_signed) for l in bound_layers(probe, variables, x[:1])]
+    assert [l.x_signed for l in layers] == [True, False, False]
+    for bits in (2, 4):
+        choice = solve_budget(bits, False, layers=layers)
+        model = SignedMLP(pann_policy(choice.x_bits, choice.additions, per_channel=True, first_last="same"))
+        s = summarize(network_toggles(model, model.init(jax.random.key(2), x), x[:1]))
+        budget = choice.budget_toggles_per_mac * sum(l.macs for l in layers)
+        assert s["pann_toggles"] == pytest.approx(budget, rel=0.03), bits

@@ -92,6 +92,41 @@ class OperandStats:
         counts = np.bincount(codes - lo, minlength=1 << bits).astype(np.float64)
         return cls(bits, signed, counts / counts.sum())
 
+    @classmethod
+    def gaussian(cls, bits: int, signed: bool, rectified: bool = False) -> "OperandStats":
+        """Codes of a quantised Gaussian ("DNN-like" operands): N(0, 1) weights (`rectified=False`) or ReLU'd
+        N(0, 1) activations, max(0, z) (`rectified=True`), on the uniform `bits`-bit grid whose clipping
+        range minimises the mean squared quantisation error (the MSE-optimal clipping of Banner et al.,
+        "Post training 4-bit quantization of convolutional networks", NeurIPS 2019, found here by a grid
+        search over the clip). Signed grids are symmetric (codes -(2^(b-1)-1) .. 2^(b-1)-1 used); unsigned
+        ones span 0 .. 2^b - 1. The code pmf is the Gaussian mass of each rounding bin (exact, `ndtr`)."""
+        _check_bits("bits", bits)
+        lo = -(1 << (bits - 1)) if signed else 0
+        q_max = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+        q_min = -q_max if signed else 0
+        codes = np.arange(q_min, q_max + 1)
+
+        def pmf(step: float) -> np.ndarray:
+            edges = np.concatenate([[-np.inf], (codes[:-1] + 0.5) * step, [np.inf]])
+            cdf = ndtr(edges)  # P(v <= t); for v = max(0, z) it is 0 below 0 (the ReLU's mass sits at 0)
+            if rectified:
+                cdf = np.where(edges >= 0, cdf, 0.0)
+            mass = np.diff(cdf)
+            return mass / mass.sum()
+
+        def mse(step: float) -> float:
+            z = np.linspace(-6.0, 6.0, 4001)
+            v = np.maximum(z, 0.0) if rectified else z
+            q = np.clip(np.rint(v / step), q_min, q_max) * step
+            dens = np.exp(-0.5 * z * z)
+            return float(np.sum((v - q) ** 2 * dens) / dens.sum())
+
+        clips = np.linspace(0.5, 6.0, 221)
+        best = min(clips, key=lambda c: mse(c / q_max))
+        probs = np.zeros(1 << bits)
+        probs[codes - lo] = pmf(best / q_max)
+        return cls(bits, signed, probs)
+
     def widened(self, bits: int) -> "OperandStats":
         """The same codes held in a wider `bits`-bit register (sign-extended if signed, else zero-extended):
         what a fixed-width unit sees when fed narrower operands."""

@@ -19,10 +19,13 @@ uniform codes unless `x_stats` / `w_stats` are given; all formulas derived, not 
                plus one B-bit subtraction per output.
   mult         `bitflips_multiplier`: input registers, partial-product array, product register.
   add          PANN's repeated addition, per addition (`bitflips_repeated_addition`): "split" (unsigned
-               activations into two unsigned accumulators, about fan_in / 2 elements each, plus one B-bit
+               addends into two unsigned accumulators, about fan_in / 2 elements each, plus one B-bit
                subtraction per output, B/2 toggles amortised over the R fan_in additions) or "signed"
                (+-x into one two's complement accumulator). R = `additions` (or the mean |code| of
-               `w_stats`, else 1); a signed activation makes the addends signed, so it is "signed".
+               `w_stats`, else 1). A signed activation (a network's input image) under "split" runs in
+               sign-magnitude: |x| is added into the accumulator that sign(x) sign(w) selects, so the
+               addends stay unsigned -- PANN's unsigned arithmetic extended to signed inputs; the result
+               is the same integer.
   shift, absdiff, sign_select, mf
                a term t(x, w) into the B-bit accumulator: input registers, the term register, the sign
                extension of a signed term, and the accumulator (`term_accumulate_toggles`), with
@@ -134,16 +137,24 @@ def _split_mac(x: OperandStats, w_bits: int, acc_bits: int, fan_in: int) -> dict
     return d
 
 
+def magnitudes(x: OperandStats) -> OperandStats:
+    """Distribution of |x| for signed codes x, as unsigned codes of the same width (|-2^(b-1)| fits)."""
+    probs = np.bincount(np.abs(x.values), weights=x.probs, minlength=1 << x.bits)[: 1 << x.bits]
+    return OperandStats(x.bits, False, probs)
+
+
 def _repeated_addition(x: OperandStats, acc_bits, fan_in, w_stats, arch, additions) -> dict[str, float]:
     if additions is None:
         additions = float(np.dot(np.abs(w_stats.values), w_stats.probs)) if w_stats is not None else 1.0
     if additions <= 0:
         raise ConfigError(f"additions={additions}: expected > 0")
-    arch = arch or ("signed" if x.signed else "split")
+    arch = arch or "split"
     if arch not in ("split", "signed"):
         raise ConfigError(f"arch={arch!r} for unit 'add': expected 'split' or 'signed'")
-    if arch == "split" and not x.signed:
-        d = bitflips_repeated_addition(x.bits, acc_bits, additions, max(1, round(fan_in / 2)), False, x_stats=x)
+    if arch == "split":
+        mags = magnitudes(x) if x.signed else x
+        d = bitflips_repeated_addition(mags.bits, acc_bits, additions, max(1, round(fan_in / 2)), False,
+                                       x_stats=mags)
         d = dict(d, subtraction=0.5 * acc_bits / (additions * fan_in))
     else:
         d = bitflips_repeated_addition(x.bits, acc_bits, additions, fan_in, True, x_stats=x)

@@ -83,10 +83,12 @@ def uniform_weight_error(bits: int) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """What the power of one layer depends on: its MACs per example and its reduction length."""
+    """What the power of one layer depends on: its MACs per example, its reduction length and whether its
+    input can be negative (a network's input image)."""
 
     macs: int
     fan_in: int
+    x_signed: bool = False
 
 
 REFERENCE_LAYERS = (Layer(1, 256),)
@@ -122,10 +124,10 @@ def budget_per_mac(bits: int | None = None, signed: bool = False, toggles_per_ma
 
 def network_pann_toggles(x_bits: int, additions: float, layers: Sequence[Layer], acc_bits: int = 32,
                          accumulation: str = "split") -> float:
-    """PANN toggles per MAC, MAC-weighted over `layers`."""
+    """PANN toggles per MAC, MAC-weighted over `layers`, each at its own input signedness."""
     total = sum(l.macs for l in layers)
     r = round(float(additions), 6)
-    return sum(l.macs * pann_toggles(x_bits, r, l.fan_in, acc_bits, accumulation) for l in layers) / total
+    return sum(l.macs * pann_toggles(x_bits, r, l.fan_in, acc_bits, accumulation, l.x_signed) for l in layers) / total
 
 
 def additions_for_budget(budget: float, x_bits: int, layers: Sequence[Layer] = REFERENCE_LAYERS,

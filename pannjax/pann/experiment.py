@@ -71,7 +71,7 @@ def converted_layers(model, variables, sample, first_last: str) -> list[Layer]:
     for layer in bound_layers(model, variables, sample):
         if first_last != "same" and re.search(FIRST_LAST_PATTERN, layer.path):
             continue
-        out.append(Layer(layer.contraction.macs, layer.contraction.fan_in))
+        out.append(Layer(layer.contraction.macs, layer.contraction.fan_in, layer.input_signed))
     return out
 
 

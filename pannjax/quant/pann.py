@@ -29,7 +29,10 @@ default 8 bits the clip at 127 additions is inactive for any R of practical inte
 Signed weights (`accumulation`, which the power model in `pannjax.pann.power` reads):
   * "split" (default, the paper's unsigned arithmetic, Sec. 3-4): positive and negative contributions
     are summed in two unsigned accumulators, each fed unsigned activations, and subtracted once per
-    output -- no sign-extension toggles in the wide accumulator;
+    output -- no sign-extension toggles in the wide accumulator. A signed activation (the input image
+    of a network converted with `first_last=same`) runs in sign-magnitude: |x| goes into the accumulator
+    that sign(x) sign(w) selects, so the addends stay unsigned (our extension of the paper's unsigned
+    arithmetic to signed inputs; the sums are unchanged);
   * "signed": one two's complement accumulator adds +x or -x (sign-extended), the alternative whose
     power the paper shows to be higher.
 Both give the same numbers (`repeated_addition_dot` computes either exactly on integers).
@@ -140,9 +143,10 @@ def repeated_addition_dot(x_int, w_int, accumulation: str = "split") -> tuple[np
     """y = x_int @ w_int computed with additions only, as PANN's hardware does (reference; numpy ints).
 
     x_int: (N, K) integer activations; w_int: (K, M) integer addition counts. For every input element i
-    the activation x_i is added |w_im| times into output m's accumulator: the positive or the negative
-    one ("split", subtracted once at the end) or, negated for negative weights, one signed accumulator
-    ("signed"). Returns (y of shape (N, M), number of additions performed = N * sum |w_int|)."""
+    the activation x_i is added |w_im| times into output m's accumulator: "split" adds |x_i| into the
+    positive or the negative one as sign(x_i) sign(w_im) says (subtracted once at the end; both only ever
+    receive non-negative addends), "signed" adds +-x_i into one signed accumulator. Returns (y of shape
+    (N, M), number of additions performed = N * sum |w_int|)."""
     if accumulation not in ACCUMULATIONS:
         raise ConfigError(f"accumulation={accumulation!r}: expected one of {ACCUMULATIONS}")
     x = np.asarray(x_int, np.int64)
@@ -156,12 +160,12 @@ def repeated_addition_dot(x_int, w_int, accumulation: str = "split") -> tuple[np
         xi = x[:, i:i + 1]
         for k in range(int(np.abs(w[i]).max(initial=0))):
             live = np.abs(w[i]) > k  # outputs whose count for input i exceeds k: one more addition
-            plus, minus = live & (w[i] > 0), live & (w[i] < 0)
-            pos = pos + np.where(plus, xi, 0)
             if accumulation == "split":
-                neg = neg + np.where(minus, xi, 0)
+                positive = (np.sign(w[i]) * np.sign(xi)) > 0  # (N, M): the term's sign picks the accumulator
+                pos = pos + np.where(live & positive, np.abs(xi), 0)
+                neg = neg + np.where(live & ~positive, np.abs(xi), 0)
             else:
-                pos = pos + np.where(minus, -xi, 0)
+                pos = pos + np.where(live & (w[i] > 0), xi, 0) + np.where(live & (w[i] < 0), -xi, 0)
             additions += n * int(live.sum())
     return (pos - neg if accumulation == "split" else pos), additions
 
