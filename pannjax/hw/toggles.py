@@ -29,8 +29,8 @@ uniform codes unless `x_stats` / `w_stats` are given; all formulas derived, not 
   shift, absdiff, sign_select, mf
                a term t(x, w) into the B-bit accumulator: input registers, the term register, the sign
                extension of a signed term, and the accumulator (`term_accumulate_toggles`), with
-               t = x 2^(M-e) sign (PoT codes: the integer value +-2^k, k = 0..M), -|x - w|, +-x, and
-               sign(x)|w| + sign(w)|x|.
+               t = (-1)^s x 2^(M-e) (the weight register holds a sign bit s and a (b_w - 1)-bit exponent
+               field e, uniform), -|x - w|, (-1)^s x (a one-bit sign register), and sign(x)|w| + sign(w)|x|.
   xnor         two fan_in-bit input words, their XNOR and the popcount register (one operation per output).
 
 Float units, crossbar cells and ADCs have no bit-flip model (`unit_op_toggles` returns None).
@@ -108,15 +108,15 @@ def _registers(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, x_sta
         return _repeated_addition(x, acc_bits, fan_in, w_stats, arch, additions)
     if unit == "xnor":
         return _xnor(fan_in)
-    if unit == "shift":
+    if unit == "shift":  # weight register: sign bit and exponent field e (b_w - 1 bits), value (-1)^s 2^(M - e)
         m = max_shift(w_bits)
-        mags = 1 << np.arange(m + 1)
-        w_vals = np.concatenate([mags, -mags]) if w_signed else mags
-        w_pr = np.full(w_vals.size, 1.0 / w_vals.size)
-        return term_accumulate_toggles(x, w_vals, w_pr, w_bits, lambda a, b: a * b, x_bits + m + 1, acc_bits, fan_in)
-    if unit == "sign_select":
-        w_vals, w_pr = np.array([-1, 1]), np.array([0.5, 0.5])
-        return term_accumulate_toggles(x, w_vals, w_pr, 1, lambda a, b: a * b, x_bits + 1, acc_bits, fan_in)
+        codes = np.arange(1 << w_bits)
+        term = lambda a, c: (1 - 2 * (c >> (w_bits - 1))) * a * (1 << (m - (c & m)))  # noqa: E731
+        return term_accumulate_toggles(x, codes, np.full(codes.size, 1.0 / codes.size), w_bits, term,
+                                       x_bits + m + 1, acc_bits, fan_in)
+    if unit == "sign_select":  # weight register: one sign bit s, the term (-1)^s x
+        return term_accumulate_toggles(x, np.array([0, 1]), np.array([0.5, 0.5]), 1, lambda a, c: a * (1 - 2 * c),
+                                       x_bits + 1, acc_bits, fan_in)
     w = _stats(w_bits, w_signed, w_stats)
     width = max(x_bits, w_bits) + 2
     term = (lambda a, b: -np.abs(a - b)) if unit == "absdiff" else \
