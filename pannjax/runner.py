@@ -1,6 +1,6 @@
 """What the Hydra entry points in `experiments/` call: config -> objects -> run -> results.json.
 
-Kept importable (and tested) so `experiments/*.py` stay thin (DESIGN.md).
+Kept importable (and tested) so `experiments/*.py` stay thin (docs/architecture.md).
 """
 
 from __future__ import annotations

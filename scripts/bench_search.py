@@ -13,8 +13,8 @@ XNOR, adder) adds its own, evaluated every step (masked). For each analog candid
 of the all-analog network is timed too: the cost of a path through the crossbar model alone.
 
 Rows: single-level (all 4 candidates evaluated and mixed), bi-level first order (one alpha step on a
-held-out batch + one weight step), variational (one sampled path per layer). Targets on 2 CPU cores
-(issue 7): variational <= 1.5 x all-MAC; bi-level <= 2 x single-level. Random inputs; only shapes matter.
+held-out batch + one weight step), variational (one sampled path per layer). Our targets on 2 CPU
+cores: variational <= 1.5 x all-MAC; bi-level <= 2 x single-level. Random inputs; only shapes matter.
 """
 
 from __future__ import annotations

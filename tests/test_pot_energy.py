@@ -204,6 +204,6 @@ def test_sweep_rows_table_and_seed_means(tmp_path):
     (("+experiment=pot_sparsity",), ("pot", "shift", 4, "pot")),
     (("+experiment=pot_cifar10_resnet20", "quant.w_bits=3"), ("pot", "shift", 3, "pot")),
 ])
-def test_issue5_configs_compose(overrides, expected):
+def test_pot_experiment_configs_compose(overrides, expected):
     c = compose_train(*overrides)
     assert (c["quant"]["name"], c["op"]["name"], c["quant"]["w_bits"], c["prune"]["name"]) == expected

@@ -3,7 +3,7 @@
 Models never choose arithmetic themselves; they receive an `ArithPolicy` and ask it for the
 arguments of each named layer (`policy.at(self, "conv1")`). An override is a regular expression
 matched (`re.search`) against the layer's module path (e.g. ``"stage1_block0/conv1"``) and replaces
-only the fields it sets, in order, so later overrides win (Qwix-style rules; see shared/PEERS.md).
+only the fields it sets, in order, so later overrides win (the rule lists of Qwix, google/qwix).
 Conventional names: every model calls its first arithmetic layer ``stem`` and its classifier ``head``.
 """
 

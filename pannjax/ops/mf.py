@@ -4,9 +4,9 @@
 
 (Nasrin et al., "ENOS: Energy-Aware Network Operator Search for Hybrid Digital and Compute-in-Memory
 DNN Accelerators", arXiv 2104.05217: the "multiplication-free" operator named in its abstract; only
-the abstract was reachable from here, so the form above is the one the project's issue states). Each
-"product" is a sign-controlled addition of two magnitudes, so a digital core needs adders only. Related but not identical: Cetin's ef-operator
-sign(x*w) * (|x| + |w|) (Afrasiyabi et al., arXiv 1702.02676, abstract); only the form above is offered.
+the abstract was reachable from here, so the form above is our reading of it). Each "product" is a
+sign-controlled addition of two magnitudes, so a digital core needs adders only. Related but not
+identical: Cetin's ef-operator sign(x*w) * (|x| + |w|) (Afrasiyabi et al., arXiv 1702.02676, abstract); only the form above is offered.
 
 Computation: both terms are ordinary contractions of transformed operands,
     y = conv(sign(x), |w|) + conv(|x|, sign(w)),

@@ -15,8 +15,8 @@ Levels (in units of the scale s), K magnitudes 2^0 .. 2^-(K-1):
     (the encoding most PoT implementations use, e.g. Miyashita et al. 2016, APoT's PoT baseline
     Li et al. ICLR 2020 Eq. 3 up to its extra level).
   Only the abstract and introduction of arXiv 2209.15257 / 2203.05025 were reachable from here, so
-  the exact code table is *chosen*: the paper variant follows the issue's reading (all codes used,
-  zero from pruning); the zero-code variant is the option.
+  the exact code table is *chosen*: the paper variant is our reading (all codes used, zero from
+  pruning); the zero-code variant is the option.
 
 Quantization, with u = w / s:
 

@@ -43,7 +43,7 @@ VARIANTS = ("single", "bilevel", "sequential", "variational")
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """How to search. `lam` is the issue's `search.lambda`."""
+    """How to search. `lam` is the config key `search.lambda`."""
 
     variant: str = "single"
     lam: float = 0.1
