@@ -134,9 +134,8 @@ def test_run_batch_matches_evaluate_on_a_sequential_unit():
 @pytest.mark.parametrize("arch", list(gen.MULTIPLIERS))
 @pytest.mark.parametrize("x_signed,w_signed", SIGNEDNESS)
 def test_multiplier_exhaustive_small(arch, x_signed, w_signed):
-    """Every operand pair of every shape up to 4 x 4 bits (yosys blocks are shipped from 2 bits), pure-Python
-    evaluator."""
-    for n, m in itertools.product(range(2 if arch == "yosys" else 1, 5), repeat=2):
+    """Every operand pair of every shape up to 4 x 4 bits, pure-Python evaluator."""
+    for n, m in itertools.product(range(1, 5), repeat=2):
         nl = gen.multiplier_unit(n, m, x_signed, w_signed, arch)
         assert nl.width("p") == n + m and ("p" in nl.signed) == (x_signed or w_signed)
         xs, ws = all_pairs(n, x_signed, m, w_signed)

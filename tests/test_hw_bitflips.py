@@ -7,7 +7,8 @@ import pytest
 from pannjax.errors import ConfigError
 from pannjax.hw.bitflips import (OperandStats, bitflips_accumulator, bitflips_adder, bitflips_mac,
                                  bitflips_multiplier, bitflips_partial_products, bitflips_register,
-                                 bitflips_repeated_addition, bitflips_sign_extension, equivalent_additions)
+                                 bitflips_repeated_addition, bitflips_sign_extension)
+from pannjax.hw.toggles import equivalent_additions
 from pannjax.hw.toggle_sim import COMPONENTS, MacConfig, mean_toggles
 
 FAN_IN = 128

@@ -44,31 +44,31 @@ def test_term_units_match_a_direct_count_of_register_flips(unit):
         term = (lambda a, c: -np.abs(a - c)) if unit == "absdiff" else \
             (lambda a, c: np.sign(a) * np.abs(c) + np.sign(c) * np.abs(a))
     counted = _term_unit_flips(x, w, term, x_bits, wb, tb, acc_bits, fan_in)
-    modelled = unit_toggles(unit, x_bits, w_bits, acc_bits, True, True, fan_in)["total"]
+    modelled = unit_toggles(unit, x_bits, w_bits, acc_bits, True, True, fan_in, "registers")["total"]
     assert modelled == pytest.approx(counted, rel=0.02)
 
 
 def test_mac_and_repeated_addition_are_the_bitflips_models():
-    assert unit_toggles("mac", 6, 4, 32, False, True, 100)["total"] == pytest.approx(
+    assert unit_toggles("mac", 6, 4, 32, False, True, 100, "registers")["total"] == pytest.approx(
         bitflips_mac(6, 4, 32, fan_in=100, x_stats=OperandStats.uniform(6, False),
                      w_stats=OperandStats.uniform(4, True)).total)
-    per_add = unit_toggles("add", 4, 8, 32, True, True, 64, arch="signed", additions=3.0)["total"]
+    per_add = unit_toggles("add", 4, 8, 32, True, True, 64, "registers", arch="signed", additions=3.0)["total"]
     assert per_add == pytest.approx(bitflips_repeated_addition(4, 32, 3.0, 64, True,
                                                                x_stats=OperandStats.uniform(4, True))["total"])
-    assert pann_toggles(4, 3.0, 64, 32, "signed", True) == pytest.approx(3.0 * per_add)
+    assert pann_toggles(4, 3.0, 64, 32, "signed", True, "registers") == pytest.approx(3.0 * per_add)
 
 
 def test_split_accumulation_of_signed_inputs_runs_in_sign_magnitude():
     """|x| of a signed input is unsigned: no sign-extension flips, far fewer than one signed accumulator."""
-    split = unit_toggles("add", 4, 8, 32, True, True, 64, arch="split", additions=2.0)
-    signed = unit_toggles("add", 4, 8, 32, True, True, 64, arch="signed", additions=2.0)
+    split = unit_toggles("add", 4, 8, 32, True, True, 64, "registers", arch="split", additions=2.0)
+    signed = unit_toggles("add", 4, 8, 32, True, True, 64, "registers", arch="signed", additions=2.0)
     assert split["acc_input"] == 0.0 and signed["acc_input"] > 5
     assert split["total"] < 0.6 * signed["total"]
 
 
 def test_xnor_words_and_errors():
-    d = unit_toggles("xnor", 1, 1, 16, True, True, 64)
-    assert d["inputs"] == 64 and d["xnor"] == 32
+    d = unit_toggles("xnor", 1, 1, 16, True, True, 64, "registers")  # two 32-bit words per output
+    assert d["inputs"] == 64 and d["xnor"] == 32 and d["accumulator"] > 0
     with pytest.raises(ConfigError, match="unit='divide'"):
         unit_toggles("divide", 4, 4, 32, True, True, 8)
     with pytest.raises(ConfigError, match="model='spice'"):

@@ -6,12 +6,12 @@ from pannjax.hw.accelerator import AcceleratorModel, PeLayer, energy_ratio, pe_l
 from pannjax.hw.bitflips import (MacToggles, OperandStats, bitflips_accumulator, bitflips_adder, bitflips_mac,
                                  bitflips_multiplier, bitflips_partial_products, bitflips_product_register,
                                  bitflips_register, bitflips_repeated_addition, bitflips_sign_extension,
-                                 equivalent_additions, product_distribution)
+                                 product_distribution)
 from pannjax.hw.cost import LayerCost, Pricing, price_layer, price_network
 from pannjax.hw.energy import DEFAULT_TABLE, EnergyTable
 from pannjax.hw.report import LayerPower, NetworkReport, build_report, layer_streams
 from pannjax.hw.study import run_power_study
-from pannjax.hw.toggles import unit_toggles
+from pannjax.hw.toggles import equivalent_additions, unit_toggles
 from pannjax.hw.units import OpCount, UnitOp, table_ops
 from pannjax.hw.toggle_sim import (COMPONENTS, DATAFLOWS, MacConfig, mean_toggles, reference_toggles,
                                    simulate_toggles, toggle_counts)

@@ -101,6 +101,8 @@ class OperandStats:
         search over the clip). Signed grids are symmetric (codes -(2^(b-1)-1) .. 2^(b-1)-1 used); unsigned
         ones span 0 .. 2^b - 1. The code pmf is the Gaussian mass of each rounding bin (exact, `ndtr`)."""
         _check_bits("bits", bits)
+        if signed and bits == 1:  # one sign bit: codes -1 (negative) and 0, equally likely
+            return cls(1, True, np.array([0.5, 0.5]))
         lo = -(1 << (bits - 1)) if signed else 0
         q_max = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
         q_min = -q_max if signed else 0
@@ -543,21 +545,3 @@ def bitflips_repeated_addition(x_bits: int, acc_bits: int = 32, additions_per_in
          "accumulator": acc["low"] + acc["high"]}
     d["total"] = sum(d.values())
     return d
-
-
-def equivalent_additions(mac_bits: int, x_bits: int, acc_bits: int = 32, mac_signed: bool = True,
-                         add_signed: bool = False, fan_in: int = 256, mac_toggles: float | None = None) -> float:
-    """Power equivalence (PANN Sec. 4): the number R of b_x-bit additions per input element that toggle
-    as much as one b x b MAC: R = P_MAC(b, b, B) / P_add(b_x, B) (toggles per MAC over toggles per
-    addition; derived, not quoted). Evaluated self-consistently (the addition's amortised input cost
-    depends on R) by fixed-point iteration. `mac_toggles` (toggles per MAC) skips recomputing P_MAC."""
-    p_mac = mac_toggles if mac_toggles is not None else bitflips_mac(mac_bits, mac_bits, acc_bits, mac_signed,
-                                                                       fan_in).total
-    r = 1.0
-    for _ in range(6):
-        p_add = bitflips_repeated_addition(x_bits, acc_bits, r, fan_in, add_signed)["total"]
-        r_new = p_mac / p_add
-        if abs(r_new - r) < 1e-3 * r:
-            return r_new
-        r = r_new
-    return r

@@ -20,7 +20,7 @@ import dataclasses
 from typing import Any, Iterable
 
 from pannjax.hw.energy import EnergyTable
-from pannjax.hw.toggles import unit_op_toggles
+from pannjax.hw.toggles import DEFAULT_MODEL, unit_op_toggles
 from pannjax.hw.units import OpCount, UnitOp, table_ops
 
 
@@ -30,12 +30,12 @@ class Pricing:
     MAC variant (`mac_arch="split"`: PANN's unsigned arithmetic), and the accumulator width B (bits)."""
 
     table: EnergyTable
-    toggle_model: str | None = "registers"
+    toggle_model: str | None = DEFAULT_MODEL
     acc_bits: int = 32
     mac_arch: str | None = None
 
     @classmethod
-    def make(cls, table: EnergyTable | str | None = None, toggle_model: str | None = "registers", acc_bits: int = 32,
+    def make(cls, table: EnergyTable | str | None = None, toggle_model: str | None = DEFAULT_MODEL, acc_bits: int = 32,
              mac_arch: str | None = None) -> "Pricing":
         return cls(table if isinstance(table, EnergyTable) else EnergyTable.load(table), toggle_model, acc_bits,
                    mac_arch)
@@ -73,7 +73,7 @@ class LayerCost:
         return None if self.toggles is None else self.toggles / max(self.macs, 1)
 
 
-def units_toggles(units: Iterable[UnitOp], model: str = "registers", mac_arch: str | None = None
+def units_toggles(units: Iterable[UnitOp], model: str = DEFAULT_MODEL, mac_arch: str | None = None
                   ) -> dict[str, float] | None:
     """Toggles per example of a layer's unit operations, by component (summed over units, with "total");
     None when any unit has no bit-flip model."""

@@ -228,7 +228,7 @@ def _simulate_mac(layer, cost: LayerCost, acc_bits: int, max_sim_macs: int | Non
 
 def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | str | None = None,
                  simulate: bool | None = None, max_sim_macs: int | None = 1 << 21, seed: int = 0,
-                 toggle_model: str = "registers", **call_kwargs) -> NetworkReport:
+                 toggle_model: str = "gates", **call_kwargs) -> NetworkReport:
     """Per-layer report of `model` (a Flax module built from pannjax.nn layers) with `variables`.
 
     `x`: a real input batch (array) or a `jax.ShapeDtypeStruct`; with a real batch (and `simulate` not

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pannjax.hw.bitflips import (OperandStats, bitflips_mac, bitflips_multiplier, bitflips_repeated_addition,
-                                 equivalent_additions)
+from pannjax.hw.bitflips import OperandStats, bitflips_mac, bitflips_multiplier, bitflips_repeated_addition
 from pannjax.hw.toggle_sim import MacConfig, mean_toggles
+from pannjax.hw.toggles import equivalent_additions
 from pannjax.runlog import write_results
 
 

@@ -6,8 +6,9 @@ One function prices every unit of `pannjax.hw.units` in toggles per operation, u
     products -- PANN's bit-flip view (Spingarn-Eliezer et al., arXiv 2202.02783, Sec. 3), derived in
     `pannjax.hw.bitflips`. It leaves out the logic between the registers (a multiplier's adder tree, an
     adder's carry chain), so it is a lower bound of a real datapath's activity.
-  * ``model="gates"``: every gate output and register of a gate-level netlist of the unit
-    (`pannjax.hw.gates`), see `pannjax.hw.gates.model`.
+  * ``model="gates"`` (the default): every gate output and register of the unit's gate-level netlist
+    (what yosys synthesises from the plain arithmetic, `pannjax.hw.gates`), as a model calibrated to the
+    gate-level simulator, see `pannjax.hw.gates.model`.
 
 Register model per unit (operands independent draws from their code distributions, `OperandStats`;
 uniform codes unless `x_stats` / `w_stats` are given; all formulas derived, not quoted):
@@ -31,7 +32,8 @@ uniform codes unless `x_stats` / `w_stats` are given; all formulas derived, not 
                extension of a signed term, and the accumulator (`term_accumulate_toggles`), with
                t = (-1)^s x 2^(M-e) (the weight register holds a sign bit s and a (b_w - 1)-bit exponent
                field e, uniform), -|x - w|, (-1)^s x (a one-bit sign register), and sign(x)|w| + sign(w)|x|.
-  xnor         two fan_in-bit input words, their XNOR and the popcount register (one operation per output).
+  xnor         one operation per output of fan_in bits: ceil(fan_in / 32) words through a 32-bit XNOR and
+               popcount, the counts accumulated (`_xnor`).
 
 Float units, crossbar cells and ADCs have no bit-flip model (`unit_op_toggles` returns None).
 """
@@ -50,6 +52,7 @@ from pannjax.hw.bitflips import (OperandStats, _register_flips, bitflips_accumul
 from pannjax.hw.units import FLOAT_UNITS, UnitOp, max_shift
 
 MODELS = ("registers", "gates")
+DEFAULT_MODEL = "gates"
 TOGGLE_UNITS = ("mac", "mult", "add", "shift", "absdiff", "sign_select", "mf", "xnor")
 
 
@@ -107,7 +110,7 @@ def _registers(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, x_sta
     if unit == "add":
         return _repeated_addition(x, acc_bits, fan_in, w_stats, arch, additions)
     if unit == "xnor":
-        return _xnor(fan_in)
+        return _xnor(fan_in, acc_bits)
     if unit == "shift":  # weight register: sign bit and exponent field e (b_w - 1 bits), value (-1)^s 2^(M - e)
         m = max_shift(w_bits)
         codes = np.arange(1 << w_bits)
@@ -163,19 +166,29 @@ def _repeated_addition(x: OperandStats, acc_bits, fan_in, w_stats, arch, additio
     return d
 
 
+XNOR_WORD_BITS = 32  # an XNOR-popcount unit's word: a fan_in-bit output is ceil(fan_in / 32) words
+
+
 @functools.lru_cache(maxsize=256)
-def _xnor(n: int) -> dict[str, float]:
-    """Uniform bits: each input word n/2, the XNOR word n/2; popcount ~ Binomial(n, 1/2) in ceil(log2(n+1)) bits."""
-    bits = max(1, math.ceil(math.log2(n + 1)))
-    k = np.arange(n + 1)
-    pmf = np.exp([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in k])
-    d = {"inputs": float(n), "xnor": n / 2.0, "popcount": _pattern_flips(k, pmf, bits)}
+def _xnor(n: int, acc_bits: int) -> dict[str, float]:
+    """Per output of n bits, as words = ceil(n / 32) word operations of a 32-bit XNOR-popcount unit
+    (n < 32: one n-bit word) whose counts accumulate: uniform bits give per word two input words (b/2
+    each), the XNOR word (b/2), the popcount register (Binomial(b, 1/2) in ceil(log2(b+1)) bits) and the
+    accumulator (`bitflips_accumulator` over `words` popcounts)."""
+    b = min(n, XNOR_WORD_BITS)
+    words = math.ceil(n / b)
+    bits = max(1, math.ceil(math.log2(b + 1)))
+    k = np.arange(b + 1)
+    pmf = np.exp([math.lgamma(b + 1) - math.lgamma(i + 1) - math.lgamma(b - i + 1) - b * math.log(2) for i in k])
+    acc = bitflips_accumulator(k, pmf / pmf.sum(), bits, max(acc_bits, bits), words)
+    d = {"inputs": float(b) * words, "xnor": b / 2.0 * words, "popcount": _pattern_flips(k, pmf, bits) * words,
+         "accumulator": (acc["low"] + acc["high"]) * words}
     d["total"] = sum(d.values())
     return d
 
 
 def unit_toggles(unit: str, x_bits: int, w_bits: int, acc_bits: int, x_signed: bool, w_signed: bool, fan_in: int,
-                 model: str = "registers", x_stats: OperandStats | None = None, w_stats: OperandStats | None = None,
+                 model: str = DEFAULT_MODEL, x_stats: OperandStats | None = None, w_stats: OperandStats | None = None,
                  arch: str | None = None, additions: float | None = None) -> dict[str, float]:
     """Expected toggles per operation of `unit` (module docstring), by component, with "total".
 
@@ -198,7 +211,7 @@ def _cached(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, model, a
                         additions=additions)
 
 
-def unit_op_toggles(u: UnitOp, model: str = "registers", mac_arch: str | None = None) -> dict[str, float] | None:
+def unit_op_toggles(u: UnitOp, model: str = DEFAULT_MODEL, mac_arch: str | None = None) -> dict[str, float] | None:
     """Toggles per operation of one `UnitOp` on uniform operand codes, by component with "total"; None for
     units without a bit-flip model (float units, crossbar cells, ADCs, partial-sum accumulation of analog
     layers). `mac_arch` prices every "mac" unit in that variant (e.g. "split")."""
@@ -212,3 +225,25 @@ def unit_op_toggles(u: UnitOp, model: str = "registers", mac_arch: str | None = 
     additions = round(u.per_input, 6) if u.unit == "add" else None
     return dict(_cached(u.unit, u.x.bits, w_bits, u.acc_bits, u.x.signed, w_signed, u.fan_in, model, u.arch,
                         additions))
+
+
+def equivalent_additions(mac_bits: int, x_bits: int, acc_bits: int = 32, mac_signed: bool = True,
+                         add_signed: bool = False, fan_in: int = 256, mac_toggles: float | None = None,
+                         model: str = DEFAULT_MODEL) -> float:
+    """Power equivalence (PANN Sec. 4): the number R of b_x-bit additions per input element that toggle as
+    much as one b x b MAC, R = P_MAC(b, b, B) / P_add(b_x, B, R) under toggle `model`, the activations unsigned
+    and their additions `add_signed` (one signed accumulator) or split (toggles per MAC over
+    toggles per addition; derived, not quoted). Solved self-consistently (the addition's amortised input
+    cost depends on R) by fixed-point iteration. `mac_toggles` (toggles per MAC) skips computing P_MAC."""
+    p_mac = mac_toggles if mac_toggles is not None else \
+        unit_toggles("mac", mac_bits, mac_bits, acc_bits, mac_signed, mac_signed, fan_in, model)["total"]
+    arch = "signed" if add_signed else "split"
+    r = 1.0
+    for _ in range(8):
+        p_add = unit_toggles("add", x_bits, 8, acc_bits, False, True, fan_in, model, arch=arch,
+                             additions=round(r, 6))["total"]
+        r_new = p_mac / p_add
+        if abs(r_new - r) < 1e-3 * r:
+            return r_new
+        r = r_new
+    return r

@@ -11,7 +11,8 @@ registries, so an architecture is chosen by name and more (e.g. synthesized ones
       "kogge_stone"  parallel prefix, Kogge & Stone, IEEE Trans. Computers C-22(8), 1973.
   * `MULTIPLIERS[name](b, x, w, x_signed, w_signed, group) -> product`, len(x) + len(w) bits, exact, two's
     complement if either operand is signed:
-      "yosys"         (default) yosys's synthesis of `p = x * w` (shipped for b_x, b_w in 2..8);
+      "yosys"         (default) yosys's synthesis of `p = x * w` (shipped for b_x, b_w in 2..8; other widths
+                      fall back to "baugh_wooley");
       "array"         AND-array partial products, sign extension + a subtracted last row for signed operands;
       "baugh_wooley"  Baugh & Wooley, IEEE Trans. Computers C-22(12), 1973 (the modified form of Hatamian &
                       Cash, IEEE JSSC 21(4), 1986): no sign extension, complemented bits and constant ones;
@@ -400,7 +401,11 @@ def booth4_multiplier(b: NetlistBuilder, xs: Sequence[int], ws: Sequence[int], x
 
 def yosys_multiplier(b: NetlistBuilder, xs: Sequence[int], ws: Sequence[int], x_signed: bool, w_signed: bool,
                      group: str = "multiplier") -> Nets:
-    """x * w as yosys's standard flow synthesises `assign p = x * w` (the shipped `mult` block, b_x, b_w in 2..8)."""
+    """x * w as yosys's standard flow synthesises `assign p = x * w` (the shipped `mult` block, b_x, b_w in 2..8).
+    Widths outside the shipped blocks use the Baugh-Wooley generator (for a 1-bit operand: a row of ANDs,
+    what synthesis makes of it too)."""
+    if not (2 <= len(xs) <= 8 and 2 <= len(ws) <= 8):
+        return baugh_wooley_multiplier(b, xs, ws, x_signed, w_signed, group)
     block = synthesized_block("mult", x_bits=len(xs), w_bits=len(ws), x_signed=x_signed, w_signed=w_signed)
     return b.instantiate(block, {"x": xs, "w": ws}, group)["p"]
 
