@@ -66,17 +66,19 @@ def apot_scheme(w_bits: int = 5, x_bits: int = 4, w_k: int = 2, w_per_channel: b
 def pann_scheme(budget_bits: int | None = 2, budget_signed: bool = False, budget_toggles: float | None = None,
                 x_bits: int | None = None,
                 additions: float | None = None, accumulation: str = "split", scale_rule: str = "exact",
-                w_per_channel: bool = True, x_step_mode: str = "lsq", fan_in: int = 256) -> tuple[Quantizer, Quantizer]:
+                w_per_channel: bool = True, x_step_mode: str = "lsq", fan_in: int = 256,
+                power_model: str = "gates") -> tuple[Quantizer, Quantizer]:
     """PANN (arXiv 2202.02783): weights as addition counts with mean R per element (pannjax/quant/pann.py)
     and unsigned b_x-bit activations; (b_x, R) from the power budget of a `budget_bits` MAC network
     (pannjax/pann/budget.py, at reduction length `fan_in`) -- or of `budget_toggles` toggles per MAC, with
-    budget_bits=None -- unless `x_bits`/`additions` override them."""
+    budget_bits=None -- unless `x_bits`/`additions` override them. `power_model`: the toggle model of the
+    budget ("gates" or "registers", `pannjax.hw.unit_toggles`)."""
     from pannjax.pann.budget import Layer, solve_budget
     from pannjax.quant.pann import PannQuantizer
 
     if x_bits is None or additions is None:
         choice = solve_budget(budget_bits, budget_signed, budget_toggles, layers=(Layer(1, fan_in),), x_bits=x_bits,
-                              additions=additions, accumulation=accumulation)
+                              additions=additions, accumulation=accumulation, model=power_model)
         x_bits, additions = choice.x_bits, choice.additions
     return (PannQuantizer(additions=float(additions), accumulation=accumulation, scale_rule=scale_rule,
                           per_channel=w_per_channel),

@@ -6,7 +6,8 @@ both two's complement -- i.e. sum_l MACs_l P_MAC(b, fan_in_l) per example; or an
 toggles per MAC. PANN at (b_x, R) costs sum_l MACs_l P_PANN(b_x, R, fan_in_l) (`pannjax.pann.power`),
 so for each activation width b_x the additions budget R(b_x) is the root of
 P_PANN(b_x, R) = budget (found by the fixed-point iteration R <- R * budget / P_PANN(b_x, R), which
-converges because P_PANN is nearly proportional to R).
+converges because P_PANN is nearly proportional to R). Both sides are priced by one toggle model
+(`model`: "gates", the calibrated gate-level model, by default; or "registers"), `pannjax.hw.unit_toggles`.
 
 Which b_x? The criterion (our reconstruction of the paper's MSE argument; the paper's exact equations
 were not available here) minimises the relative quantization noise at a layer's output,
@@ -32,7 +33,7 @@ import numpy as np
 from scipy.stats import norm
 
 from pannjax.errors import ConfigError
-from pannjax.pann.power import budget_mac_toggles, pann_toggles
+from pannjax.pann.power import DEFAULT_MODEL, budget_mac_toggles, pann_toggles
 
 _GRID = np.linspace(0.0, 9.0, 36001)  # |w| (Gaussian) and x (ReLU-Gaussian) integration grid, step 2.5e-4
 _PDF = 2.0 * norm.pdf(_GRID)  # density of |z| on the grid (the ReLU half carries weight 1/2 of this)
@@ -108,7 +109,7 @@ class PannChoice:
 
 
 def budget_per_mac(bits: int | None = None, signed: bool = False, toggles_per_mac: float | None = None,
-                   layers: Sequence[Layer] = REFERENCE_LAYERS, acc_bits: int = 32) -> float:
+                   layers: Sequence[Layer] = REFERENCE_LAYERS, acc_bits: int = 32, model: str = DEFAULT_MODEL) -> float:
     """The budget in toggles per MAC (MAC-weighted over `layers`): of a b-bit MAC network, or as given."""
     if (bits is None) == (toggles_per_mac is None):
         raise ConfigError("give the power budget either as budget_bits (b-bit MAC network) or as budget_toggles")
@@ -119,23 +120,24 @@ def budget_per_mac(bits: int | None = None, signed: bool = False, toggles_per_ma
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
         raise ConfigError(f"budget_bits={bits!r}: expected an integer bit width in 1..16")
     total = sum(l.macs for l in layers)
-    return sum(l.macs * budget_mac_toggles(bits, signed, l.fan_in, acc_bits) for l in layers) / total
+    return sum(l.macs * budget_mac_toggles(bits, signed, l.fan_in, acc_bits, model) for l in layers) / total
 
 
 def network_pann_toggles(x_bits: int, additions: float, layers: Sequence[Layer], acc_bits: int = 32,
-                         accumulation: str = "split") -> float:
+                         accumulation: str = "split", model: str = DEFAULT_MODEL) -> float:
     """PANN toggles per MAC, MAC-weighted over `layers`, each at its own input signedness."""
     total = sum(l.macs for l in layers)
     r = round(float(additions), 6)
-    return sum(l.macs * pann_toggles(x_bits, r, l.fan_in, acc_bits, accumulation, l.x_signed) for l in layers) / total
+    return sum(l.macs * pann_toggles(x_bits, r, l.fan_in, acc_bits, accumulation, l.x_signed, model)
+               for l in layers) / total
 
 
 def additions_for_budget(budget: float, x_bits: int, layers: Sequence[Layer] = REFERENCE_LAYERS,
-                         acc_bits: int = 32, accumulation: str = "split") -> float:
+                         acc_bits: int = 32, accumulation: str = "split", model: str = DEFAULT_MODEL) -> float:
     """R with PANN toggles per MAC (over `layers`) = `budget`, by R <- R budget / P_PANN(R)."""
     r = 1.0
     for _ in range(40):
-        p = network_pann_toggles(x_bits, r, layers, acc_bits, accumulation)
+        p = network_pann_toggles(x_bits, r, layers, acc_bits, accumulation, model)
         r_new = r * budget / p
         if abs(r_new - r) <= 1e-5 * r:
             return r_new
@@ -146,22 +148,22 @@ def additions_for_budget(budget: float, x_bits: int, layers: Sequence[Layer] = R
 def solve_budget(bits: int | None = None, signed: bool = False, toggles_per_mac: float | None = None,
                  layers: Sequence[Layer] = REFERENCE_LAYERS, x_bits: int | None = None,
                  additions: float | None = None, x_bits_range: Iterable[int] = range(2, 9), acc_bits: int = 32,
-                 accumulation: str = "split") -> PannChoice:
+                 accumulation: str = "split", model: str = DEFAULT_MODEL) -> PannChoice:
     """(b_x, R) for the budget, minimising eps_w(R) + eps_x(b_x) over `x_bits_range` (module docstring).
 
     `x_bits` fixes b_x (then R follows from the budget); `additions` fixes R (then b_x is the widest
     activation that fits the budget, or `x_bits` if given too)."""
-    budget = budget_per_mac(bits, signed, toggles_per_mac, layers, acc_bits)
+    budget = budget_per_mac(bits, signed, toggles_per_mac, layers, acc_bits, model)
     widths = [x_bits] if x_bits is not None else list(x_bits_range)
     if not widths or any(isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 16 for b in widths):
         raise ConfigError(f"x_bits={widths}: activation widths must be integers in 1..16")
     cands = []
     for b in widths:
         if additions is None:
-            r = additions_for_budget(budget, b, layers, acc_bits, accumulation)
+            r = additions_for_budget(budget, b, layers, acc_bits, accumulation, model)
         else:
             r = float(additions)
-        p = network_pann_toggles(b, r, layers, acc_bits, accumulation)
+        p = network_pann_toggles(b, r, layers, acc_bits, accumulation, model)
         cands.append({"x_bits": b, "additions": r, "toggles_per_mac": p, "weight_error": weight_error(round(r, 6)),
                       "activation_error": activation_error(b),
                       "error": weight_error(round(r, 6)) + activation_error(b), "fits": p <= budget * 1.0001})
@@ -174,12 +176,13 @@ def solve_budget(bits: int | None = None, signed: bool = False, toggles_per_mac:
 
 
 def budget_table(bits: Iterable[int] = range(2, 9), signed: bool = False, fan_in: int = 256, acc_bits: int = 32,
-                 accumulation: str = "split") -> list[dict]:
+                 accumulation: str = "split", model: str = DEFAULT_MODEL) -> list[dict]:
     """One row per MAC width b: the budget (toggles per MAC), the solver's (b_x, R), its predicted error
     and that of the uniform b-bit network (b-bit weights and activations) for comparison."""
     rows = []
     for b in bits:
-        c = solve_budget(b, signed, layers=(Layer(1, fan_in),), acc_bits=acc_bits, accumulation=accumulation)
+        c = solve_budget(b, signed, layers=(Layer(1, fan_in),), acc_bits=acc_bits, accumulation=accumulation,
+                         model=model)
         rows.append({"budget_bits": b, "budget_signed": signed, "budget_toggles_per_mac": c.budget_toggles_per_mac,
                      "x_bits": c.x_bits, "additions": c.additions, "pann_error": c.error,
                      "uniform_error": uniform_weight_error(b) + activation_error(b)})

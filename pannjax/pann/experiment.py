@@ -37,7 +37,7 @@ from pannjax.nn import bound_layers
 from pannjax.pann.budget import Layer, budget_per_mac, budget_table, format_budget_table, solve_budget
 from pannjax.pann.convert import (FIRST_LAST_PATTERN, Converted, collect_layer_inputs, convert, fold_batchnorm,
                                   freeze_weights, load_float_run, pann_policy, uniform_policy)
-from pannjax.pann.power import mac_toggles, network_toggles, summarize
+from pannjax.pann.power import DEFAULT_MODEL, mac_toggles, network_toggles, summarize
 from pannjax.runlog import to_jsonable, write_results
 
 log = logging.getLogger(__name__)
@@ -75,10 +75,10 @@ def converted_layers(model, variables, sample, first_last: str) -> list[Layer]:
     return out
 
 
-def _power(conv: Converted, sample, arithmetic: str, first_last: str,
+def _power(conv: Converted, sample, arithmetic: str, first_last: str, power_model: str,
            budget_layers_toggles: float | None = None) -> dict[str, Any]:
     """Power of a converted network: over the converted layers (the budget's scope) and all integer layers."""
-    s = summarize(network_toggles(conv.model, conv.variables, sample, arithmetic=arithmetic))
+    s = summarize(network_toggles(conv.model, conv.variables, sample, arithmetic=arithmetic, toggle_model=power_model))
     converted = [l for l in s["layers"] if first_last == "same" or not _is_first_last(l["path"])]
     tog = float(sum(l["toggles"] for l in converted if l["toggles"] is not None))
     macs = int(sum(l["macs"] for l in converted))
@@ -128,6 +128,7 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     run, sample, folded, inputs = _prepare(c)
     first_last, cal, acc_bits = c["first_last"], c["calibration"], int(c["acc_bits"])
+    power_model = power_model_of(c)
     float_acc = accuracy(run.model, run.variables, run.dataset)
     folded_acc = accuracy(run.model, folded, run.dataset)
     layers = converted_layers(run.model, folded, sample, first_last)
@@ -140,11 +141,12 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         raise ConfigError("give budget_bits or budget_toggles, not both (set budget_bits=null)")
     budgets = []
     for bits, toggles in specs:
-        per_mac = budget_per_mac(bits, signed, toggles, layers=layers, acc_bits=acc_bits)
+        per_mac = budget_per_mac(bits, signed, toggles, layers=layers, acc_bits=acc_bits, model=power_model)
         budget_total = per_mac * sum(l.macs for l in layers)
-        b = bits if bits is not None else uniform_bits_within(per_mac, layers, signed, acc_bits)
+        b = bits if bits is not None else uniform_bits_within(per_mac, layers, signed, acc_bits, power_model)
         choice = solve_budget(bits, signed, toggles, layers=layers, x_bits=c.get("x_bits"),
-                              additions=c.get("additions"), acc_bits=acc_bits, accumulation=c["accumulation"])
+                              additions=c.get("additions"), acc_bits=acc_bits, accumulation=c["accumulation"],
+                              model=power_model)
         pann = convert(run, folded, pann_policy(choice.x_bits, choice.additions, **pann_kw), inputs, cal)
         same_bits = convert(run, folded, uniform_policy(b, b, first_last), inputs, cal)
         entry = {
@@ -153,9 +155,9 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
             "label": f"{bits}bit" if bits is not None else f"{per_mac:g}toggles",
             "pann": {"x_bits": choice.x_bits, "additions": choice.additions, "predicted_error": choice.error,
                      "accuracy": frozen_accuracy(pann, run.dataset, sample),
-                     **_power(pann, sample, c["accumulation"], first_last, budget_total)},
+                     **_power(pann, sample, c["accumulation"], first_last, power_model, budget_total)},
             "uniform_same_bits": {"w_bits": b, "x_bits": b, "accuracy": frozen_accuracy(same_bits, run.dataset, sample),
-                                  **_power(same_bits, sample, "signed", first_last, budget_total)},
+                                  **_power(same_bits, sample, "signed", first_last, power_model, budget_total)},
         }
         if signed:
             entry["uniform_same_power"] = dict(entry["uniform_same_bits"])
@@ -163,7 +165,7 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
             same_power = convert(run, folded, uniform_policy(b + 1, b, first_last), inputs, cal)
             entry["uniform_same_power"] = {"w_bits": b + 1, "w_magnitude_bits": b, "x_bits": b,
                                            "accuracy": frozen_accuracy(same_power, run.dataset, sample),
-                                           **_power(same_power, sample, "split", first_last, budget_total)}
+                                           **_power(same_power, sample, "split", first_last, power_model, budget_total)}
         log.info("budget %s %s: PANN b_x=%d R=%.2f acc %.4f (power %.3f x budget) | uniform same power %.4f "
                  "| uniform %d-bit %.4f (power %.3f x budget)", entry["label"], "signed" if signed else "unsigned",
                  choice.x_bits,
@@ -184,19 +186,22 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                    "uniform_same_bits_accuracy": e["uniform_same_bits"]["accuracy"],
                    "uniform_same_bits_toggles_over_budget": e["uniform_same_bits"]["toggles_over_budget"]}
                    for e in budgets},
-               "wall_seconds": time.perf_counter() - t0, "power_units": "analytic bit flips (toggles) per example"}
+               "wall_seconds": time.perf_counter() - t0, "power_units": "analytic bit flips (toggles) per example",
+               "power_model": power_model}
     write_results(run_dir, results)
     return results
 
 
-def uniform_bits_within(per_mac: float, layers: Sequence[Layer], signed: bool, acc_bits: int = 32) -> int:
+def uniform_bits_within(per_mac: float, layers: Sequence[Layer], signed: bool, acc_bits: int = 32,
+                        model: str = DEFAULT_MODEL) -> int:
     """Widest b in 2..8 whose uniform network (the `uniform_same_power` baseline's arithmetic) costs at most
     `per_mac` toggles per MAC over `layers`; 2 if none fits (its power is then reported above budget)."""
     total = sum(l.macs for l in layers)
 
     def cost(b: int) -> float:
         w_bits, arith = (b, "signed") if signed else (b + 1, "split")
-        return sum(l.macs * mac_toggles(b, w_bits, l.fan_in, acc_bits, False, True, arith) for l in layers) / total
+        return sum(l.macs * mac_toggles(b, w_bits, l.fan_in, acc_bits, False, True, arith, model)
+                   for l in layers) / total
 
     fitting = [b for b in range(2, 9) if cost(b) <= per_mac * 1.0001]
     return max(fitting) if fitting else 2
@@ -206,7 +211,7 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     """mode=sweep (module docstring): the PANN power-accuracy curve from one model, and uniform points."""
     t0 = time.perf_counter()
     run, sample, folded, inputs = _prepare(c)
-    first_last, cal = c["first_last"], c["calibration"]
+    first_last, cal, power_model = c["first_last"], c["calibration"], power_model_of(c)
     sw = c["sweep"]
     additions = [float(r) for r in sw["additions"]]
     pann_kw = dict(accumulation=c["accumulation"], per_channel=bool(c["w_per_channel"]),
@@ -217,7 +222,7 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         for r in additions:
             policy = pann_policy(bx, r, **pann_kw)
             conv = Converted(base.model.clone(policy=policy), base.variables, policy)
-            p = _power(conv, sample, c["accumulation"], first_last)
+            p = _power(conv, sample, c["accumulation"], first_last, power_model)
             rows.append({"method": "pann", "x_bits": bx, "w": f"R={r:g}", "additions": r,
                          "accuracy": frozen_accuracy(conv, run.dataset, sample), "toggles": p["toggles"],
                          "toggles_per_mac": p["toggles_per_mac"], "energy_pJ": p["energy_pJ"]})
@@ -225,7 +230,7 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         conv = convert(run, folded, uniform_policy(b, b, first_last), inputs, cal)
         acc = frozen_accuracy(conv, run.dataset, sample)
         for arith in ("signed", "split"):
-            p = _power(conv, sample, arith, first_last)
+            p = _power(conv, sample, arith, first_last, power_model)
             rows.append({"method": f"uniform_{arith}", "x_bits": b, "w": f"{b}-bit", "additions": None,
                          "accuracy": acc, "toggles": p["toggles"], "toggles_per_mac": p["toggles_per_mac"],
                          "energy_pJ": p["energy_pJ"]})
@@ -235,7 +240,8 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                "float_accuracy": float_acc, "rows": rows, "first_last": first_last, "calibration": cal,
                "seed": int(c["seed"]), "wall_seconds": time.perf_counter() - t0,
                "files": ["sweep.csv", "sweep.md", "sweep.png"],
-               "power_units": "analytic bit flips (toggles) per example, converted layers"}
+               "power_units": "analytic bit flips (toggles) per example, converted layers",
+               "power_model": power_model}
     write_results(run_dir, results)
     return results
 
@@ -303,10 +309,12 @@ def run_table(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     tables, text = {}, []
     for signed in (False, True):
-        rows = budget_table(range(2, 9), signed, acc_bits=int(c["acc_bits"]), accumulation=c["accumulation"])
+        rows = budget_table(range(2, 9), signed, acc_bits=int(c["acc_bits"]), accumulation=c["accumulation"],
+                            model=power_model_of(c))
         tables["signed" if signed else "unsigned"] = rows
         text += [f"Budget: the power of a b-bit {'two' + chr(39) + 's complement' if signed else 'unsigned'} MAC "
-                 f"network (B = {c['acc_bits']}, fan-in 256, {c['accumulation']} accumulation)", "",
+                 f"network (B = {c['acc_bits']}, fan-in 256, {c['accumulation']} accumulation, "
+                 f"{power_model_of(c)} toggle model)", "",
                  format_budget_table(rows), ""]
     (run_dir / "budget_table.md").write_text("\n".join(text))
     results = {"mode": "table", "tables": tables, "wall_seconds": time.perf_counter() - t0}
@@ -314,11 +322,19 @@ def run_table(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     return results
 
 
+def power_model_of(c: Mapping[str, Any]) -> str:
+    """The toggle model of the run (`power_model`: gates | registers)."""
+    model = c.get("power_model", DEFAULT_MODEL)
+    if model not in ("gates", "registers"):
+        raise ConfigError(f"power_model={model!r}: expected gates (calibrated gate-level model) or registers")
+    return model
+
+
 def run_pann(c: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Entry point of experiments/pann.py (config: configs/pann.yaml)."""
     known = {"checkpoint", "mode", "budget_bits", "budget_toggles", "budget_signed", "x_bits", "additions",
              "accumulation", "scale_rule", "w_per_channel", "first_last", "calibration", "calibration_batches",
-             "calibration_batch_size", "acc_bits", "seed", "sweep", "experiment", "hydra"}
+             "calibration_batch_size", "acc_bits", "power_model", "seed", "sweep", "experiment", "hydra"}
     unknown = sorted(set(c) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known option of experiments/pann.py; "

@@ -20,7 +20,7 @@ from typing import Any
 from pannjax.errors import ConfigError
 from pannjax.hw.cost import LayerCost, Pricing, price_network, totals
 from pannjax.hw.energy import EnergyTable
-from pannjax.hw.toggles import unit_toggles
+from pannjax.hw.toggles import DEFAULT_MODEL, unit_toggles
 
 ARITHMETICS = ("split", "signed")
 
@@ -31,21 +31,21 @@ def _check_arithmetic(name: str, value: str) -> None:
 
 
 def mac_toggles(x_bits: int, w_bits: int, fan_in: int, acc_bits: int = 32, x_signed: bool = False,
-                w_signed: bool = True, arithmetic: str = "signed", model: str = "registers") -> float:
+                w_signed: bool = True, arithmetic: str = "signed", model: str = DEFAULT_MODEL) -> float:
     """Toggles per MAC of a b_x x b_w MAC layer with reduction length `fan_in` (see module docstring)."""
     _check_arithmetic("arithmetic", arithmetic)
     arch = "split" if arithmetic == "split" else None
     return unit_toggles("mac", x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, model, arch=arch)["total"]
 
 
-def budget_mac_toggles(bits: int, signed: bool, fan_in: int, acc_bits: int = 32, model: str = "registers") -> float:
+def budget_mac_toggles(bits: int, signed: bool, fan_in: int, acc_bits: int = 32, model: str = DEFAULT_MODEL) -> float:
     """Toggles per MAC of the reference b x b MAC (both operands signed, or both unsigned) that defines a
     power budget "the power of a b-bit MAC network"."""
     return unit_toggles("mac", bits, bits, acc_bits, signed, signed, fan_in, model)["total"]
 
 
 def pann_toggles(x_bits: int, additions: float, fan_in: int, acc_bits: int = 32, accumulation: str = "split",
-                 x_signed: bool = False, model: str = "registers") -> float:
+                 x_signed: bool = False, model: str = DEFAULT_MODEL) -> float:
     """Toggles per input element (per MAC-equivalent) of a PANN layer: R additions of a b_x-bit activation."""
     _check_arithmetic("accumulation", accumulation)
     if additions <= 0:
@@ -56,7 +56,7 @@ def pann_toggles(x_bits: int, additions: float, fan_in: int, acc_bits: int = 32,
 
 
 def network_toggles(model, variables: Any, sample, acc_bits: int = 32, arithmetic: str = "signed",
-                    table: EnergyTable | None = None, toggle_model: str = "registers") -> list[LayerCost]:
+                    table: EnergyTable | None = None, toggle_model: str = DEFAULT_MODEL) -> list[LayerCost]:
     """Per-layer costs of `model` (pannjax.nn layers) with `variables`, per example, from the cost engine:
     PANN layers at the realised mean |w_int| of their kernel as R, integer MAC layers in `arithmetic`
     ("signed": two's complement, "split": unsigned accumulators), float layers without a toggle figure."""
