@@ -96,14 +96,14 @@ def _input_planes(netlist: Netlist, streams: Mapping[str, np.ndarray]) -> tuple[
         raise ConfigError(f"simulate({netlist.name}): streams of shape {first} hold no operation")
     words = -(-u // _LANE_BITS)
     pad = words * _LANE_BITS - u
-    weights = (np.uint64(1) << np.arange(_LANE_BITS, dtype=np.uint64))
     planes = []
     for port, nets in netlist.inputs.items():
-        codes = np.asarray(streams[port]).astype(np.int64)
-        codes = np.pad(codes, ((0, 0), (0, pad)))
-        for i in range(len(nets)):
-            bits = ((codes >> i) & 1).astype(np.uint64).reshape(t, words, _LANE_BITS)
-            planes.append((bits * weights).sum(-1).astype(np.uint32))
+        codes = np.asarray(streams[port]).astype(np.int64).astype(np.uint32)  # two's complement bits
+        if pad:
+            codes = np.pad(codes, ((0, 0), (0, pad)))
+        for i in range(len(nets)):  # lane u -> bit u % 32 of word u // 32 (little-endian bytes)
+            packed = np.packbits((codes >> np.uint32(i)).astype(np.uint8) & 1, axis=1, bitorder="little")
+            planes.append(packed.view("<u4").astype(np.uint32))
     return np.stack(planes, axis=1) if planes else np.zeros((t, 0, words), np.uint32), t, u
 
 
