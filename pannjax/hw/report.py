@@ -40,6 +40,7 @@ class LayerPower:
     toggles_analytic_measured: dict[str, float] | None = None
     toggles_simulated: dict[str, float] | None = None
     simulated_macs: int = 0
+    toggles_registers_uniform: float | None = None  # register model, uniform codes: the simulator's reference
 
     def __getattr__(self, name):  # path, kind, operator, formats, macs, fan_in, energy_pj, units ...
         if name.startswith("__"):
@@ -58,10 +59,11 @@ class LayerPower:
 
     @property
     def energy_activity_pj(self) -> float | None:
-        analytic = self.toggles_analytic
-        if not (self.toggles_simulated and analytic and analytic["total"]):
+        """Table energy x (simulated / uniform) toggles of the register model: both counted on the same
+        registers, so the ratio is the activity of the real streams relative to random codes."""
+        if not (self.toggles_simulated and self.toggles_registers_uniform):
             return None
-        return self.cost.energy_pj * self.toggles_simulated["total"] / analytic["total"]
+        return self.cost.energy_pj * self.toggles_simulated["total"] / self.toggles_registers_uniform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,16 +208,17 @@ def layer_streams(layer, x_codes: np.ndarray, w_codes: np.ndarray, max_macs: int
 # ---------------------------------------------------------------------------------------------------
 
 def _simulate_mac(layer, cost: LayerCost, acc_bits: int, max_sim_macs: int | None, seed: int):
-    """(simulated, measured-analytic) toggles per MAC of a single-MAC-unit layer on its captured operands,
-    or (None, None) when the layer is not one integer MAC contraction."""
+    """(simulated, register model on the measured statistics, MACs simulated, register model on uniform
+    codes) toggles per MAC of a single-MAC-unit layer on its captured operands; Nones when the layer is
+    not one integer MAC contraction."""
     if [u.unit for u in cost.units] != ["mac"]:
-        return None, None, 0
+        return None, None, 0, None
     xv, wv = layer.input_view(), layer.weight_view()
     if xv is None or wv is None:
-        return None, None, 0
+        return None, None, 0, None
     fx, fw = layer.x_format, layer.w_format
     if fx.bits + fw.bits > acc_bits or max(fx.bits, fw.bits) > 16:
-        return None, None, 0
+        return None, None, 0, None
     xs, ws = layer_streams(layer, xv.codes, wv.codes, max_sim_macs, seed)
     cfg = MacConfig(fx.bits, fw.bits, acc_bits, fx.signed, fw.signed,
                     skip_zero_weights=getattr(layer.operator, "skips_zero_weights", False))
@@ -223,7 +226,10 @@ def _simulate_mac(layer, cost: LayerCost, acc_bits: int, max_sim_macs: int | Non
     measured = bitflips_mac(fx.bits, fw.bits, acc_bits, fan_in=cost.fan_in,
                             x_stats=OperandStats.from_codes(xs, fx.bits, fx.signed),
                             w_stats=OperandStats.from_codes(ws, fw.bits, fw.signed)).as_dict()
-    return simulated, measured, int(xs.size)
+    uniform = bitflips_mac(fx.bits, fw.bits, acc_bits, fan_in=cost.fan_in,
+                           x_stats=OperandStats.uniform(fx.bits, fx.signed),
+                           w_stats=OperandStats.uniform(fw.bits, fw.signed)).total
+    return simulated, measured, int(xs.size), uniform
 
 
 def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | str | None = None,
@@ -244,8 +250,8 @@ def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | s
     layers = []
     for i, layer in enumerate(bound_layers(model, variables, x, capture_inputs=simulate, **call_kwargs)):
         cost = price_layer(layer, pricing)
-        simulated, measured, n = _simulate_mac(layer, cost, acc_bits, max_sim_macs, seed + i) if simulate \
-            else (None, None, 0)
-        layers.append(LayerPower(cost, measured, simulated, n))
+        simulated, measured, n, uniform = _simulate_mac(layer, cost, acc_bits, max_sim_macs, seed + i) \
+            if simulate else (None, None, 0, None)
+        layers.append(LayerPower(cost, measured, simulated, n, uniform))
     batch = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else None
     return NetworkReport(tuple(layers), pricing.table.path, pricing.table.technology, acc_bits, batch)
