@@ -1,4 +1,4 @@
-"""Issue 5 wiring: config-driven PoT pruning in training, zero-weight skipping in the cost model and the
+"""PoT wiring: config-driven PoT pruning in training, zero-weight skipping in the cost model and the
 toggle simulator, the MAC-vs-BAC accelerator model, and the sweep summary."""
 
 import json

@@ -42,7 +42,7 @@ from pannjax.errors import ConfigError
 
 CONST0, CONST1 = 0, 1
 
-# kind -> (arity, function of 0/1 ints). Also correct bitwise on unsigned words when `mask` is applied.
+# kind -> (arity, function of 0/1 values): plain ints or integer numpy arrays of 0/1, elementwise
 _FUNCS = {
     "BUF": (1, lambda a: a),
     "NOT": (1, lambda a: 1 ^ a),
@@ -54,7 +54,7 @@ _FUNCS = {
     "XNOR": (2, lambda a, b: 1 ^ a ^ b),
     "ANDNOT": (2, lambda a, b: a & (1 ^ b)),
     "ORNOT": (2, lambda a, b: a | (1 ^ b)),
-    "MUX": (3, lambda a, b, s: b if s else a),
+    "MUX": (3, lambda a, b, s: a ^ ((a ^ b) & s)),
     "AOI3": (3, lambda a, b, c: 1 ^ ((a & b) | c)),
     "OAI3": (3, lambda a, b, c: 1 ^ ((a | b) & c)),
     "AOI4": (4, lambda a, b, c, d: 1 ^ ((a & b) | (c & d))),
@@ -70,7 +70,7 @@ def gate_arity(kind: str) -> int:
 
 
 def eval_gate(kind: str, ins: Sequence[int]) -> int:
-    """Value (0/1) of one gate on 0/1 inputs."""
+    """Value (0/1) of one gate on 0/1 inputs (ints, or integer numpy arrays of 0/1 evaluated elementwise)."""
     return _FUNCS[kind][1](*ins)
 
 
