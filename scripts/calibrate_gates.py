@@ -6,8 +6,9 @@ as `pannjax/hw/gates/data/gate_calibration.json.gz`.
 
 An existing table at `--out` is updated (rows of other configurations are kept).
 
-For every configuration (unit, b_x, b_w, B, signedness) the factors (k_dp, k_in, k_acc, k_ext, k_term) of
-`pannjax.hw.gates.model` are fitted on the uniform and DNN-like streams at fan-ins 16, 128 and 1024,
+For every configuration (unit, b_x, b_w, B, signedness) the factors (k_dp, k_in, k_acc, k_ext, k_term, k_sub) of
+`pannjax.hw.gates.model` are fitted on the uniform and DNN-like streams at fan-ins 16, 128 and 1024
+(XNOR: 32, 128, 1024),
 then the model is compared with fresh simulations at fan-ins 32 and 512 on both stream kinds (another
 seed): every validation row (model, simulated, relative error) is stored with the factors, and the worst
 row is printed.

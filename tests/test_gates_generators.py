@@ -243,6 +243,17 @@ def test_adder_unit_exact_sum(arch, signed):
         np.testing.assert_array_equal(run_once(nl, {"a": a, "b": c})["s"], a + c, err_msg=f"{bits} bits")
 
 
+@pytest.mark.parametrize("arch", list(gen.ADDERS))
+def test_subtractor_unit_exact_difference(arch):
+    for bits in range(1, 9):
+        nl = gen.subtractor_unit(bits, arch)
+        a, c = all_pairs(bits, False, bits, False)
+        np.testing.assert_array_equal(run_once(nl, {"a": a, "b": c})["d"], a - c, err_msg=f"{bits} bits")
+    a = np.array([0, 2**32 - 1, 2**31, 12345], np.int64)  # an accumulator-wide one (the yosys block at 32)
+    c = np.array([2**32 - 1, 0, 2**31 - 1, 54321], np.int64)
+    np.testing.assert_array_equal(run_once(gen.subtractor_unit(32, arch), {"a": a, "b": c})["d"], a - c)
+
+
 def test_prefix_networks_are_shallow():
     """Kogge-Stone: ceil(log2 n) levels; Brent-Kung: at most 2 ceil(log2 n) - 1 levels, fewer cells."""
     for n in range(2, 40):
@@ -547,7 +558,7 @@ def test_unit_netlist_dispatch_and_cache():
     assert a.gates == gen.mac_unit(8, 8).gates
     assert gen.unit_netlist("add", x_bits=4).outputs.keys() == {"acc_pos", "acc_neg"}
     assert set(gen.UNITS) == {"mult", "mac", "add", "shift", "absdiff", "sign_select", "mf", "xnor", "adder",
-                              "accumulator"}
+                              "subtractor", "accumulator"}
     with pytest.raises(ConfigError, match="unit="):
         gen.unit_netlist("divider")
     with pytest.raises(ConfigError, match="unit 'mac'"):

@@ -522,8 +522,9 @@ def bitflips_repeated_addition(x_bits: int, acc_bits: int = 32, additions_per_in
     zero-extended: ``signed=False``, the paper's recommended unsigned arithmetic, positive and negative
     weights summed into two accumulators) or +-x (``signed=True``: a signed addend of b_x+1 bits,
     sign-extended to B bits, sign equally likely). No multiplier. Per output: R * fan_in additions.
-    Formulas (derived, not quoted): inputs = sum_i 2 p_i (1 - p_i) / R; sign extension as
-    `bitflips_sign_extension`; accumulator as `bitflips_accumulator`."""
+    Formulas (derived, not quoted): inputs = sum_i 2 p_i (1 - p_i) / R; sign extension
+    (B - b_x - 1) 2 r (1 - r) / R, r = P(+-x < 0) (the signed addend is held for its element's R additions);
+    accumulator as `bitflips_accumulator`."""
     x = _stats(x_bits, signed, x_stats, "x_bits") if x_stats is not None else OperandStats.uniform(x_bits, False)
     if additions_per_input <= 0:
         raise ConfigError(f"additions_per_input={additions_per_input}: expected > 0")
@@ -535,7 +536,7 @@ def bitflips_repeated_addition(x_bits: int, acc_bits: int = 32, additions_per_in
         vals, pr, c = uniq, np.bincount(inv, weights=pr), x_bits + 1
         _check_acc(acc_bits, c)
         rs = float(pr[vals < 0].sum())
-        ext = (acc_bits - c) * 2.0 * rs * (1.0 - rs)
+        ext = (acc_bits - c) * 2.0 * rs * (1.0 - rs) / additions_per_input  # the addend is held R additions
     else:
         vals, pr, c = x.values, x.probs, x_bits
         _check_acc(acc_bits, c)

@@ -30,7 +30,7 @@ B-bit two's complement register (unsigned for PANN's split accumulators) wrappin
 output port `acc` is D, the value loaded at the operation's clock edge (the running sum). The term is
 sign- or zero-extended to B bits; a negated term enters as its one's complement plus the adder's carry-in.
 Group labels: "multiplier", "adder" (the accumulator's adder), "accumulator" (its registers), "mux" (clear
-gating and operand selection), "shifter", "negate", "absdiff", "mf", "popcount"; inputs count as "inputs".
+gating and operand selection), "shifter", "negate", "absdiff", "mf", "popcount", "subtraction"; inputs count as "inputs".
 `unit_netlist(unit, **kwargs)` builds any unit by its pricing name, cached (netlists are immutable).
 
 Defaults. Every unit uses the "yosys" multiplier and adder unless `mult_arch` / `adder_arch` choose a
@@ -541,6 +541,20 @@ def adder_unit(bits: int, signed: bool = True, arch: str = DEFAULT_ADDER) -> Net
     return sweep(b.build())
 
 
+def subtractor_unit(bits: int, arch: str = DEFAULT_ADDER) -> Netlist:
+    """Combinational subtractor of two unsigned `bits`-bit values (PANN's split accumulators, once per
+    output): a + ~b + 1 in `bits` bits, whose carry-out is 1 exactly when a >= b, so d = a - b is that sum
+    with NOT carry-out as the sign bit (bits + 1 bits, two's complement; group "subtraction").
+    Inputs a, b; output d."""
+    _check_int("bits", bits, 1, MAX_ACC_BITS)
+    _check_choice("arch", arch, ADDERS)
+    b = HashingBuilder(f"subtractor_{arch}_{bits}")
+    x, y = b.input("a", bits), b.input("b", bits)
+    d, carry = ADDERS[arch](b, x, conditional_invert(b, y, CONST1, "subtraction"), CONST1, "subtraction")
+    b.output("d", [*d, b.gate("NOT", carry, group="subtraction")], signed=True)
+    return sweep(b.build())
+
+
 def accumulator_unit(addend_bits: int, acc_bits: int = 32, addend_signed: bool = True,
                      adder_arch: str = DEFAULT_ADDER) -> Netlist:
     """acc <= (clear ? 0 : acc) + q: inputs q (addend_bits), clear; output acc (B-bit two's complement)."""
@@ -723,6 +737,7 @@ UNITS: dict[str, Callable[..., Netlist]] = {
     "mult": multiplier_unit, "mac": mac_unit, "add": repeated_addition_unit, "shift": shift_accumulate_unit,
     "absdiff": absdiff_accumulate_unit, "sign_select": sign_select_unit, "mf": mf_unit,
     "xnor": xnor_popcount_unit, "adder": adder_unit, "accumulator": accumulator_unit,
+    "subtractor": subtractor_unit,
 }
 
 
@@ -733,7 +748,7 @@ def _cached_unit(unit: str, arguments: tuple) -> Netlist:
 
 def unit_netlist(unit: str, **kwargs) -> Netlist:
     """The netlist of a unit by its pricing name (`UNITS`: "mult", "mac", "add" (PANN repeated addition),
-    "shift", "absdiff", "sign_select", "mf", "xnor", "adder", "accumulator") and its generator's keyword
+    "shift", "absdiff", "sign_select", "mf", "xnor", "adder", "accumulator", "subtractor") and its generator's keyword
     arguments; cached on the arguments with defaults filled in (netlists are immutable)."""
     _check_choice("unit", unit, UNITS)
     try:
@@ -750,5 +765,5 @@ __all__ = [
     "booth4_multiplier", "brent_kung_adder", "conditional_invert", "conditional_negate", "extend", "full_adder",
     "half_adder", "HashingBuilder", "kogge_stone_adder", "mac_unit", "mf_unit", "multiplier_unit", "mux", "negate",
     "popcount", "prefix_adder", "repeated_addition_unit", "ripple_adder", "shift_accumulate_unit",
-    "sign_select_unit", "sweep", "unit_netlist", "xnor_popcount_unit",
+    "sign_select_unit", "subtractor_unit", "sweep", "unit_netlist", "xnor_popcount_unit",
 ]
