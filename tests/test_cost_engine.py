@@ -112,3 +112,23 @@ def test_price_network_matches_the_report_layer_by_layer():
     assert [c.energy_pj for c in costs] == [l.energy_pj for l in report.layers]
     assert [c.toggles for c in costs] == [l.toggles for l in report.layers]
     assert {u.unit for c in costs[1:3] for u in c.units} == {"absdiff"}
+
+
+@pytest.mark.parametrize("quant", ["pot", "apot"])
+def test_a_mac_on_power_of_two_weights_multiplies_their_values(quant):
+    """PoT / APoT weights are stored as b-bit codes of wider integer values: a MAC (and |x - w|, MF) computes
+    with the values, so it is priced at the narrowest width that holds every value; the shifter takes the code."""
+    import numpy as np
+
+    for op, unit in (("mac", "mac"), ("adder", "absdiff"), ("shift", "shift")):
+        model, variables, _ = _network(quant, op)
+        for layer in bound_layers(model, variables, SAMPLE):
+            codes = np.abs(np.asarray(layer.weight_view().codes))
+            fmt = layer.w_format
+            (u,) = layer.units()
+            assert u.unit == unit and u.w == fmt
+            if op == "shift":
+                assert fmt == layer.quantizer_w.format  # sign + exponent field
+            else:
+                assert int(codes.max()).bit_length() + 1 == fmt.bits, (quant, op, fmt, codes.max())  # +v, signed
+                assert fmt.bits > layer.quantizer_w.format.bits

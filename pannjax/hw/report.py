@@ -4,12 +4,14 @@ Every arithmetic layer (`pannjax.nn.bound_layers`) is priced by the cost engine 
 unit operations (`Operator.cost` on the numbers the layer computes with), their energy from an
 `EnergyTable` (pJ per example), the share of the network total, and toggles per MAC from the chosen
 toggle model (`unit_toggles`, uniform operands) for every integer layer whatever its operator. Given a
-real batch, MAC layers are also simulated by the bit-accurate register simulator on their real integer
-operand streams, beside the analytic model evaluated on the measured operand statistics;
-`energy_activity_pJ` rescales the table energy of such a layer by simulated / analytic-uniform toggles
-(the table figures describe random operands, real data switch less, or more).
+real batch, every integer layer's units (MAC, PANN addition, shift, abs-difference, sign-select, MF,
+XNOR-popcount) are also run by the gate-level simulator on the layer's own operand streams
+(`pannjax.hw.gates.layer_sim`), beside the toggle model evaluated on the measured operand statistics;
+`energy_activity_pJ` rescales the table energy of such a layer by simulated / gate-model-on-uniform-codes
+toggles (the table figures describe random operands, real data switch less, or more).
 
-The simulator runs on a random sample of at most `max_sim_macs` MACs (whole dot products) per layer.
+The simulator runs on a random sample of at most `max_sim_macs` MACs (whole dot products) per layer;
+a layer's rescaling multiplies (`mult` units, once per output) keep their modelled figure.
 """
 
 from __future__ import annotations
@@ -24,23 +26,26 @@ import jax
 import numpy as np
 
 from pannjax.errors import ConfigError
-from pannjax.hw.bitflips import OperandStats, bitflips_mac
+from pannjax.hw.bitflips import OperandStats
 from pannjax.hw.cost import LayerCost, Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
-from pannjax.hw.toggle_sim import MacConfig, mean_toggles
+from pannjax.hw.toggles import unit_toggles
 from pannjax.hw.units import OpCount
+
+ACCUMULATION_GROUPS = ("adder", "mux", "accumulator", "subtraction")  # a unit netlist's accumulation logic
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerPower:
-    """One layer's costs per example (`cost`, from the cost engine) and, for MAC layers given a real batch,
-    toggles per MAC simulated on its operand streams and modelled on their measured statistics."""
+    """One layer's costs per example (`cost`, from the cost engine) and, for integer layers given a real
+    batch, toggles per MAC of its simulated units: gate-level on its operand streams, and modelled on
+    their measured statistics."""
 
     cost: LayerCost
     toggles_analytic_measured: dict[str, float] | None = None
     toggles_simulated: dict[str, float] | None = None
     simulated_macs: int = 0
-    toggles_registers_uniform: float | None = None  # register model, uniform codes: the simulator's reference
+    toggles_gates_uniform: float | None = None  # gate model on uniform codes, per MAC: the simulator's reference
 
     def __getattr__(self, name):  # path, kind, operator, formats, macs, fan_in, energy_pj, units ...
         if name.startswith("__"):
@@ -59,11 +64,11 @@ class LayerPower:
 
     @property
     def energy_activity_pj(self) -> float | None:
-        """Table energy x (simulated / uniform) toggles of the register model: both counted on the same
-        registers, so the ratio is the activity of the real streams relative to random codes."""
-        if not (self.toggles_simulated and self.toggles_registers_uniform):
+        """Table energy x simulated / gate-model-on-uniform-codes toggles of the simulated units (both count
+        the same gates): the activity of the real streams relative to the random codes the table assumes."""
+        if not (self.toggles_simulated and self.toggles_gates_uniform):
             return None
-        return self.cost.energy_pj * self.toggles_simulated["total"] / self.toggles_registers_uniform
+        return self.cost.energy_pj * self.toggles_simulated["total"] / self.toggles_gates_uniform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +104,8 @@ class NetworkReport:
                     None if l.toggles_analytic_measured is None else l.toggles_analytic_measured["total"],
                 "toggles_per_mac_simulated": None if l.toggles_simulated is None else l.toggles_simulated["total"],
                 "acc_share_simulated": None if l.toggles_simulated is None else
-                    (l.toggles_simulated["acc_input"] + l.toggles_simulated["accumulator"]) / max(l.toggles_simulated["total"], 1e-12),
+                    sum(l.toggles_simulated.get(g, 0.0) for g in ACCUMULATION_GROUPS)
+                    / max(l.toggles_simulated["total"], 1e-12),
                 "energy_pJ": l.energy_pj,
                 "energy_activity_pJ": l.energy_activity_pj,
                 "share": l.energy_pj / total,
@@ -207,28 +213,33 @@ def layer_streams(layer, x_codes: np.ndarray, w_codes: np.ndarray, max_macs: int
 # Report
 # ---------------------------------------------------------------------------------------------------
 
-def _simulate_mac(layer, cost: LayerCost, acc_bits: int, max_sim_macs: int | None, seed: int):
-    """(simulated, register model on the measured statistics, MACs simulated, register model on uniform
-    codes) toggles per MAC of a single-MAC-unit layer on its captured operands; Nones when the layer is
-    not one integer MAC contraction."""
-    if [u.unit for u in cost.units] != ["mac"]:
-        return None, None, 0, None
+def _simulate_layer(layer, cost: LayerCost, toggle_model: str, max_sim_macs: int | None, seed: int):
+    """Per MAC of the layer, by component: (gate-level simulated, `toggle_model` on the measured operand
+    statistics, MACs sampled, gate model on uniform codes) over its units that have a netlist
+    (`pannjax.hw.gates.layer_sim`), on the layer's captured operands; Nones when there is none to run
+    (float or analog layers, no captured batch)."""
+    from pannjax.hw.gates.layer_sim import SIMULATED_UNITS, simulate_unit_op
+
+    units = [u for u in cost.units if u.count and u.unit in SIMULATED_UNITS]
     xv, wv = layer.input_view(), layer.weight_view()
-    if xv is None or wv is None:
-        return None, None, 0, None
-    fx, fw = layer.x_format, layer.w_format
-    if fx.bits + fw.bits > acc_bits or max(fx.bits, fw.bits) > 16:
+    if not units or xv is None or wv is None:
         return None, None, 0, None
     xs, ws = layer_streams(layer, xv.codes, wv.codes, max_sim_macs, seed)
-    cfg = MacConfig(fx.bits, fw.bits, acc_bits, fx.signed, fw.signed,
-                    skip_zero_weights=getattr(layer.operator, "skips_zero_weights", False))
-    simulated = mean_toggles(xs.astype(np.int16), ws.astype(np.int16), cfg)
-    measured = bitflips_mac(fx.bits, fw.bits, acc_bits, fan_in=cost.fan_in,
-                            x_stats=OperandStats.from_codes(xs, fx.bits, fx.signed),
-                            w_stats=OperandStats.from_codes(ws, fw.bits, fw.signed)).as_dict()
-    uniform = bitflips_mac(fx.bits, fw.bits, acc_bits, fan_in=cost.fan_in,
-                           x_stats=OperandStats.uniform(fx.bits, fx.signed),
-                           w_stats=OperandStats.uniform(fw.bits, fw.signed)).total
+    simulated, measured, uniform = {}, {}, 0.0
+    for u in units:
+        w_bits, w_signed = (u.w.bits, u.w.signed) if u.w is not None else (1, True)
+        stats = {"x_stats": OperandStats.from_codes(xs, u.x.bits, u.x.signed)} if u.unit != "xnor" else {}
+        if u.unit in ("mac", "absdiff", "mf"):
+            stats["w_stats"] = OperandStats.from_codes(ws, w_bits, w_signed)
+        additions = u.per_input if u.unit == "add" else None
+        parts = ((simulated, simulate_unit_op(u, xs, ws)),
+                 (measured, unit_toggles(u.unit, u.x.bits, w_bits, u.acc_bits, u.x.signed, w_signed, u.fan_in,
+                                         toggle_model, arch=u.arch, additions=additions, **stats)))
+        for into, per_op in parts:
+            for k, v in per_op.items():
+                into[k] = into.get(k, 0.0) + v * u.count / max(cost.macs, 1)
+        uniform += unit_toggles(u.unit, u.x.bits, w_bits, u.acc_bits, u.x.signed, w_signed, u.fan_in, "gates",
+                                arch=u.arch, additions=additions)["total"] * u.count / max(cost.macs, 1)
     return simulated, measured, int(xs.size), uniform
 
 
@@ -238,7 +249,7 @@ def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | s
     """Per-layer report of `model` (a Flax module built from pannjax.nn layers) with `variables`.
 
     `x`: a real input batch (array) or a `jax.ShapeDtypeStruct`; with a real batch (and `simulate` not
-    False) MAC layers are simulated on their captured operands. Energies are per example. Every figure
+    False) integer layers are simulated at gate level on their captured operands. Energies are per example. Every figure
     comes from the cost engine (`pannjax.hw.cost.price_layer`), at each layer's real weight density."""
     from pannjax.nn import bound_layers  # model-facing glue; pannjax.hw itself imports no Flax
 
@@ -250,7 +261,7 @@ def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | s
     layers = []
     for i, layer in enumerate(bound_layers(model, variables, x, capture_inputs=simulate, **call_kwargs)):
         cost = price_layer(layer, pricing)
-        simulated, measured, n, uniform = _simulate_mac(layer, cost, acc_bits, max_sim_macs, seed + i) \
+        simulated, measured, n, uniform = _simulate_layer(layer, cost, toggle_model, max_sim_macs, seed + i) \
             if simulate else (None, None, 0, None)
         layers.append(LayerPower(cost, measured, simulated, n, uniform))
     batch = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else None

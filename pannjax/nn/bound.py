@@ -86,8 +86,8 @@ class BoundLayer:
 
     @property
     def w_format(self) -> NumberFormat:
-        """Weight format the datapath receives."""
-        return self.hardware_quantizer_w.format
+        """Weight format the datapath computes with (`Operator.weight_format`)."""
+        return self.operator.weight_format(self.quantizer_w)
 
     def weights(self) -> np.ndarray | None:
         """The float weights the contraction uses: `operator.weight_transform(quantizer_w.quantize(kernel))`."""

@@ -212,6 +212,12 @@ class Operator:
         `quantizer_w` itself unless the operator re-rounds it (`weight_transform`)."""
         return quantizer_w
 
+    def weight_format(self, quantizer_w) -> NumberFormat:
+        """The weight format the datapath computes with: the hardware weights' integer values
+        (`value_format`; a MAC multiplies a power-of-two weight's value, not its code). An operator that
+        decodes the stored code itself (the shifter) overrides this."""
+        return self.hardware_weights(quantizer_w).value_format
+
     def input_format(self, x_format: NumberFormat) -> NumberFormat:
         """The activation format the datapath receives (XNOR binarises; identity by default)."""
         return x_format
@@ -267,7 +273,7 @@ class Operator:
     def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
              acc_bits: int = 32, density: float = 1.0, additions: float | None = None) -> tuple[UnitOp, ...]:
         """Unit operations per example (`pannjax.hw.units.UnitOp`). `w_format` is the hardware weight
-        format (`hardware_weights(quantizer_w).format`), `density` the fraction of non-zero weights and
+        format (`weight_format(quantizer_w)`), `density` the fraction of non-zero weights and
         `additions` the realised mean |w_int| of addition-count weights.
 
         Digital: `digital_cost`, scaled by `density` when the operator skips zero weights (module docstring);

@@ -137,6 +137,10 @@ class ShiftOperator(LinearOperator):
             return quantizer_w
         return Requantized(quantizer_w, self._rounding)
 
+    def weight_format(self, quantizer_w) -> NumberFormat:
+        """The shifter takes the stored code (sign and exponent field), not the value it stands for."""
+        return self.hardware_weights(quantizer_w).format
+
     # -- integer reference path ----------------------------------------------------------------
     def dense_integer(self, x: IntegerView, w: IntegerView) -> jax.Array:
         """The dense output from integer views: int32 shift-accumulate, then one rescale."""

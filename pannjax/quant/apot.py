@@ -106,6 +106,11 @@ class ApotQuantizer(FullScale, Quantizer):
     def format(self) -> NumberFormat:
         return NumberFormat("int", self.bits, True)
 
+    @property
+    def value_format(self) -> NumberFormat:
+        """The integer values +-2^E sum p_i: the largest magnitude's bits plus a sign bit."""
+        return NumberFormat("int", int(self._magnitude_codes()[-1]).bit_length() + 1, True)
+
     def levels(self) -> tuple[float, ...]:
         """All representable values in units of the scale, ascending (largest magnitude 1), as float32
         computes them (code * gamma 2^-E)."""

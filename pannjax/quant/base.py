@@ -51,6 +51,13 @@ class Quantizer:
     def format(self) -> NumberFormat:  # pragma: no cover - interface
         raise NotImplementedError
 
+    @property
+    def value_format(self) -> NumberFormat:
+        """The format of the integer values `integer(x).codes` holds, what an arithmetic unit multiplies or
+        adds: `format` unless the stored code is an index of wider values (power-of-two and additive
+        power-of-two weights store a b-bit code of a value up to 2^M)."""
+        return self.format
+
     def init_learned(self, x: jax.Array) -> dict[str, jax.Array]:
         """Initial values of the learned fields, computed from a first tensor `x`."""
         return {}
@@ -85,3 +92,7 @@ class Requantized(Quantizer):
     @property
     def format(self) -> NumberFormat:
         return self.outer.format
+
+    @property
+    def value_format(self) -> NumberFormat:
+        return self.outer.value_format

@@ -124,6 +124,11 @@ class PotQuantizer(FullScale, Quantizer):
     def format(self) -> NumberFormat:
         return NumberFormat("int", self.bits, True)
 
+    @property
+    def value_format(self) -> NumberFormat:
+        """The integer values sign * 2^(M - shift) span +-2^M: M + 2 bits, two's complement."""
+        return NumberFormat("int", self.max_shift + 2, True)
+
     def levels(self) -> tuple[float, ...]:
         """All representable values in units of the scale, ascending (exact powers of two)."""
         mags = [2.0 ** -k for k in range(self.n_magnitudes)]
