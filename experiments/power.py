@@ -1,9 +1,12 @@
-"""Regenerate the PANN power-model results (arXiv 2202.02783, Sec. 3-4) as tables, plots and results.json.
+"""Regenerate the power-model results as tables, plots and results.json: the register model after PANN
+(arXiv 2202.02783, Sec. 3-4) and every unit under both toggle models against the gate-level simulator.
 
-    python experiments/power.py                       # full study, ~30 s on 2 CPU cores
+    python experiments/power.py                       # full study, a few minutes on 2 CPU cores
     python experiments/power.py fan_in=64 plots=false bits=[2,4,8]
+    python experiments/power.py gates.enabled=false   # the register-model tables only (~30 s)
 
-Outputs in the Hydra run dir: results.json, power_tables.md, and (plots=true) PNG figures:
+Outputs in the Hydra run dir: results.json (the gate-level tables under "gates": unit_toggles,
+gate_check, calibration, exchange_rate, architectures), power_tables.md, and (plots=true) PNG figures:
   toggles_vs_bits.png      toggles per MAC vs bit width, signed vs unsigned, by component
   accumulator_share.png    accumulator share of the MAC's toggles vs bit width, per B
   mac_vs_additions.png     toggles of one b x b MAC vs R additions of a b_x-bit activation
@@ -35,6 +38,9 @@ def main(cfg: DictConfig) -> None:
           f"signed/unsigned accumulator toggles at b=8: "
           f"{next(r['ratio'] for r in res['signed_vs_unsigned_accumulation'] if r['bits'] == max(cfg.bits)):.2f}x; "
           f"{res['wall_time_s']:.1f} s")
+    if res["gates"]:
+        print(f"gate model vs gate-level simulation: max |rel. error| "
+              f"{res['gates']['max_abs_rel_error_gates_vs_sim']:.2%} over {len(res['gates']['gate_check'])} rows")
 
 
 if __name__ == "__main__":

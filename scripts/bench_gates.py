@@ -4,10 +4,16 @@ second, on the default 8x8 -> 32-bit MAC and a 4-bit shift-accumulate unit (`pan
     python scripts/bench_gates.py                      # 32768 lanes x 256 operations, one host device per core
     python scripts/bench_gates.py --lanes 8192 --ops 1024 --delays zero unit
     python scripts/bench_gates.py --devices=1          # one XLA host device
+    python scripts/bench_gates.py --report             # also: the ResNet-20 report with simulate=true
 
 Each (unit, delay) is called once untimed (compilation plus one run: "first call"), then timed over
 `--repeats` calls of the same shapes (steady state, best call). "vs target" is the rate over the 2e7
 operations/s target for the 8x8 MAC. Operand codes are uniform int8 in (time, lanes) layout.
+
+`--report` times `pannjax.hw.report.build_report(..., simulate=True)` end to end, in a fresh process
+state (every netlist compiled on the way): ResNet-20 (CIFAR, 4-bit weights and activations, MAC
+operator, initialised weights) on a batch of `--report-batch` images of N(0, 1) pixels -- a timing
+input, not data -- with the report's default sample of at most 2^21 MACs per layer. Target: 60 s.
 """
 
 from __future__ import annotations
@@ -78,6 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--delays", nargs="+", default=["zero"], choices=["zero", "unit"])
     ap.add_argument("--devices", type=int, default=os.cpu_count(), help="XLA host devices (one thread each)")
+    ap.add_argument("--report", action="store_true", help="also time the ResNet-20 report with simulate=true")
+    ap.add_argument("--report-batch", type=int, default=128)
     args = ap.parse_args(argv)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPU cores visible, "
           f"{jax.local_device_count()} host devices; {args.lanes} lanes x {args.ops} operations per call")
@@ -92,7 +100,30 @@ def main(argv=None) -> int:
             print(f"{name:32s} {len(netlist.gates):6d} {depth:5d} {delay:5s} {first:12.1f} {rate:10.3e} "
                   f"{rate / TARGET:9.2f}", flush=True)
         print(f"  gate counts: {netlist.gate_counts()}")
+    if args.report:
+        bench_report(args.report_batch)
     return 0
+
+
+def bench_report(batch: int) -> None:
+    """Wall time of the unified report with gate-level simulation for ResNet-20 (module docstring)."""
+    from pannjax.hw.report import build_report
+    from pannjax.models import build_model
+    from pannjax.nn import ArithPolicy, LayerArith
+    from pannjax.ops import MacOperator
+    from pannjax.quant import UniformQuantizer
+
+    policy = ArithPolicy(LayerArith(UniformQuantizer(4, signed=True, per_channel=True, step_mode="max"),
+                                    UniformQuantizer(4, signed=None, step_mode="max"), MacOperator()))
+    model = build_model("resnet", depth=20, num_classes=10, policy=policy)
+    x = jax.random.normal(jax.random.key(0), (batch, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x[:1])
+    t0 = time.perf_counter()
+    rep = build_report(model, variables, x, simulate=True)
+    wall = time.perf_counter() - t0
+    simulated = sum(l.simulated_macs for l in rep.layers)
+    print(f"ResNet-20 report, batch {batch}, simulate=true: {wall:.1f} s for {len(rep.layers)} layers, "
+          f"{simulated:,} MACs simulated at gate level (target 60 s: {wall / 60:.2f} of it)")
 
 
 if __name__ == "__main__":

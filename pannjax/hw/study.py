@@ -1,6 +1,8 @@
-"""The PANN power-model study (arXiv 2202.02783, Sec. 3-4): tables of toggles per MAC by component and
-bit width, analytic vs simulated, signed vs unsigned accumulation, weight-only quantization, repeated
-additions and MAC/addition power equivalence, written as `power_tables.md`, PNG plots and a results dict.
+"""The power-model study: the register model's tables after PANN (arXiv 2202.02783, Sec. 3-4) -- toggles
+per MAC by component and bit width, analytic vs the register simulator, signed vs unsigned accumulation,
+weight-only quantization, repeated additions and MAC/addition power equivalence -- and, under
+`results["gates"]`, every unit under both toggle models against the gate-level simulator
+(`pannjax.hw.gate_study`), written as `power_tables.md`, PNG plots and a results dict.
 `experiments/power.py` is its Hydra entry point; see that file for the outputs.
 """
 
@@ -12,6 +14,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pannjax.hw.bitflips import OperandStats, bitflips_mac, bitflips_multiplier, bitflips_repeated_addition
+from pannjax.hw.gate_study import check_config as check_gate_config
+from pannjax.hw.gate_study import markdown as gate_markdown
+from pannjax.hw.gate_study import run_gate_study
 from pannjax.hw.toggle_sim import MacConfig, mean_toggles
 from pannjax.hw.toggles import equivalent_additions
 from pannjax.runlog import write_results
@@ -49,6 +54,8 @@ def run_power_study(cfg: DictConfig, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bits, accs, fan_in, b_main = list(cfg.bits), list(cfg.acc_bits), int(cfg.fan_in), int(cfg.main_acc_bits)
+    if cfg.gates.enabled:
+        check_gate_config(cfg.gates)
     rng = np.random.default_rng(int(cfg.simulate.seed))
 
     # 1. toggles per MAC vs bit width (b x b), signed vs unsigned, all B; accumulator share
@@ -107,13 +114,17 @@ def run_power_study(cfg: DictConfig, out_dir: str | Path) -> dict:
                             "equivalent_additions": equivalent_additions(b, int(bx), b_main, True, pann_signed,
                                                                          fan_in, mac_toggles=p_mac)})
 
+    gates = run_gate_study(cfg.gates, fan_in, bits, accs, [int(b) for b in cfg.pann.x_bits], b_main) \
+        if cfg.gates.enabled else None
     results = {
+        "gates": gates,
         "toggles_per_mac": mac_rows, "simulator_check": checks, "signed_vs_unsigned_accumulation": sign_rows,
         "weight_only_quantization": wq_rows, "repeated_additions": add_rows, "power_equivalence": eq_rows,
         "max_abs_rel_error_analytic_vs_sim": max(abs(c["rel_error"]) for c in checks),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    (out_dir / "power_tables.md").write_text(_markdown(results, b_main))
+    (out_dir / "power_tables.md").write_text(_markdown(results, b_main)
+                                             + ("\n" + gate_markdown(gates, b_main) if gates else ""))
     if cfg.plots:
         _plots(results, out_dir, b_main)
     results["wall_time_s"] = time.perf_counter() - t0
