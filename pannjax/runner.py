@@ -21,6 +21,7 @@ from pannjax.data import load_dataset
 from pannjax.errors import ConfigError
 from pannjax.hw.report import NetworkReport, build_report
 from pannjax.models import build_model
+from pannjax.nn import abstract_layers
 from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.runlog import write_results
 from pannjax.sweep import flatten
@@ -75,7 +76,8 @@ def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
     model = build_model_for(c, dataset.num_classes)
     trainer = trainer_config(c["trainer"])
-    pruning = pruning_from_config(c.get("prune"), build_quantizers(c["quant"])[0])
+    sample = jax.ShapeDtypeStruct((1, *dataset.train_images.shape[1:]), jnp.float32)
+    pruning = pruning_from_config(c.get("prune"), abstract_layers(model, sample, train=False))
     t0 = time.perf_counter()
     init = {}
     if trainer.init_from:  # fine-tuning: params/BN statistics of matching path and shape from that run

@@ -10,7 +10,8 @@ import pytest
 from pannjax.errors import ConfigError
 from pannjax.nn import QDense
 from pannjax.ops import ShiftOperator
-from pannjax.prune import kernel_density, polynomial_sparsity, pot_prune_mask, pot_pruning
+from pannjax.nn import abstract_layers
+from pannjax.prune import kernel_density, polynomial_sparsity, pot_prune_mask, pot_pruning, prunable_layers
 from pannjax.quant import PotQuantizer, UniformQuantizer
 
 
@@ -56,8 +57,10 @@ def test_pruned_weights_stay_zero_through_training_steps():
     model = TwoLayer()
     params = model.init(jax.random.key(2), x)["params"]
     schedule = polynomial_sparsity(0.75, begin_step=0, end_step=4)
-    tx = optax.chain(optax.adam(1e-2), pot_pruning(PotQuantizer(bits=4), schedule, frequency=2,
-                                                   prune_underflow=False, exclude=r"^head/"))
+    layers = abstract_layers(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    targets = prunable_layers(layers, exclude=r"^head$")
+    assert list(targets) == ["hidden"]
+    tx = optax.chain(optax.adam(1e-2), pot_pruning(targets, schedule, frequency=2, prune_underflow=False))
     opt_state = tx.init(params)
 
     @jax.jit
@@ -85,9 +88,11 @@ def test_pruned_weights_stay_zero_through_training_steps():
 
 
 def test_pot_pruning_needs_params_and_a_pot_quantizer():
-    with pytest.raises(ConfigError, match="PotQuantizer"):
-        pot_pruning(UniformQuantizer(), polynomial_sparsity(0.5, 0, 10))
-    tx = pot_pruning(PotQuantizer(scale_mode="max"), polynomial_sparsity(0.5, 0, 10))
+    with pytest.raises(ConfigError, match="PotQuantizer per layer; d: UniformQuantizer"):
+        pot_pruning({"d": UniformQuantizer()}, polynomial_sparsity(0.5, 0, 10))
+    with pytest.raises(ConfigError, match="no layer with power-of-two weights"):
+        pot_pruning({}, polynomial_sparsity(0.5, 0, 10))
+    tx = pot_pruning({"d": PotQuantizer(scale_mode="max")}, polynomial_sparsity(0.5, 0, 10))
     params = {"d": {"kernel": jnp.ones((2, 2))}}
     with pytest.raises(ConfigError, match="needs params"):
         tx.update(params, tx.init(params))

@@ -72,7 +72,8 @@ def check_config(cfg) -> None:
     """One-line errors for a bad `gates` config group, before anything runs."""
     unknown = [u for u in cfg.units if u not in TOGGLE_UNITS]
     if unknown:
-        raise ConfigError(f"gates.units={list(cfg.units)}: {unknown} are not units; choose from {', '.join(TOGGLE_UNITS)}")
+        raise ConfigError(f"gates.units={list(cfg.units)}: {unknown} are not units; "
+                          f"choose from {', '.join(TOGGLE_UNITS)}")
     if not float(cfg.additions) > 0:
         raise ConfigError(f"gates.additions={cfg.additions}: PANN's additions per input must be > 0")
     if not 2 <= int(cfg.shift_w_bits) <= 4:
@@ -117,7 +118,8 @@ def calibration_summary() -> list[dict]:
     out = []
     for unit, rs in sorted(by_unit.items()):
         key, worst = max(rs, key=lambda kr: abs(kr[1]["rel_error"]))
-        out.append({"unit": unit, "rows": len(rs), "mean_abs_error": float(np.mean([abs(r["rel_error"]) for _, r in rs])),
+        mean = float(np.mean([abs(r["rel_error"]) for _, r in rs]))
+        out.append({"unit": unit, "rows": len(rs), "mean_abs_error": mean,
                     "worst_error": worst["rel_error"], "worst_config": key, "worst_streams": worst["streams"],
                     "worst_fan_in": worst["fan_in"]})
     return out

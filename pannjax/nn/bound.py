@@ -190,3 +190,12 @@ def bound_layers(model: nn.Module, variables: Any, x: Any, capture_inputs: bool 
                      kernel=np.asarray(jax.device_get(node["kernel"])))
         layers.append(BoundLayer(**s, inputs=inp))
     return layers
+
+
+def abstract_layers(model: nn.Module, sample: Any, **call_kwargs) -> list[BoundLayer]:
+    """`bound_layers` on shapes alone: the model initialised under `jax.eval_shape` (nothing computed) on
+    `sample` (an array or `jax.ShapeDtypeStruct`), so each layer carries its path, shapes, operator and
+    unbound quantizers, no parameter values. `call_kwargs` go to the model's call (e.g. ``train=False``)."""
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(sample.shape, sample.dtype),
+                                                  **call_kwargs))
+    return bound_layers(model, variables, sample, **call_kwargs)

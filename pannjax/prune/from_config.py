@@ -12,27 +12,27 @@ over all kernels.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import flax
 import numpy as np
 import optax
 
 from pannjax.errors import ConfigError
-from pannjax.prune.pot_pruning import polynomial_sparsity, pot_pruning
-from pannjax.quant.base import Quantizer
+from pannjax.prune.pot_pruning import polynomial_sparsity, pot_pruning, prunable_layers
 from pannjax.quant.pot import PotQuantizer
 
 POT_FIELDS = {"final_sparsity": 0.5, "initial_sparsity": 0.0, "begin": 0.1, "end": 0.7, "power": 3,
               "frequency": 10, "prune_underflow": True, "exclude": None}
 
 
-def pruning_from_config(cfg: Mapping[str, Any] | None, quantizer_w: Quantizer
+def pruning_from_config(cfg: Mapping[str, Any] | None, layers: Sequence[Any]
                         ) -> Callable[[int], optax.GradientTransformation] | None:
     """`total_steps -> GradientTransformation` for `prune=pot`, None for `prune=none` (or no group).
 
-    `quantizer_w` is the network's weight quantizer; PoT pruning ranks weights on its grid, so it must be
-    a `PotQuantizer` (quant=pot)."""
+    `layers`: the network's layers (`pannjax.nn.abstract_layers(model, sample)`); PoT pruning ranks each
+    layer's weights on its own power-of-two grid, so it prunes the layers with `PotQuantizer` weights
+    (quant=pot) whose path `prune.exclude` does not match, and needs at least one."""
     fields = dict(cfg or {"name": "none"})
     name = fields.pop("name", None)
     if name == "none":
@@ -45,9 +45,13 @@ def pruning_from_config(cfg: Mapping[str, Any] | None, quantizer_w: Quantizer
     if unknown:
         raise ConfigError(f"prune.{unknown[0]} is not a known option; valid: {', '.join(sorted(POT_FIELDS))}")
     f = {**POT_FIELDS, **fields}
-    if not isinstance(quantizer_w, PotQuantizer):
+    if not any(isinstance(l.quantizer_w, PotQuantizer) for l in layers):
+        kinds = sorted({type(l.quantizer_w).__name__ for l in layers})
         raise ConfigError(f"prune=pot ranks weights on the power-of-two grid: it needs quant=pot, "
-                          f"got {type(quantizer_w).__name__} weights")
+                          f"got {', '.join(kinds)} weights")
+    targets = prunable_layers(layers, f["exclude"])
+    if not targets:
+        raise ConfigError(f"prune.exclude={f['exclude']!r} excludes every layer with power-of-two weights")
     begin, end = float(f["begin"]), float(f["end"])
     if not 0.0 <= begin < end <= 1.0:
         raise ConfigError(f"prune.begin={begin}, prune.end={end}: expected fractions of training with "
@@ -61,7 +65,7 @@ def pruning_from_config(cfg: Mapping[str, Any] | None, quantizer_w: Quantizer
         b = int(round(begin * total_steps))
         e = max(int(round(end * total_steps)), b + 1)
         schedule = polynomial_sparsity(f["final_sparsity"], b, e, f["initial_sparsity"], f["power"])
-        return pot_pruning(quantizer_w, schedule, f["frequency"], bool(f["prune_underflow"]), f["exclude"])
+        return pot_pruning(targets, schedule, f["frequency"], bool(f["prune_underflow"]))
 
     return make
 

@@ -21,8 +21,9 @@ paper were reachable from here, so the rule below is *chosen*, built on what PoT
         s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_1 - t_0))^3   for t_0 <= t <= t_1,
      masks refreshed every `frequency` steps; a pruned weight never comes back (masks only shrink).
 
-How the mask is applied. `pot_pruning(...)` is an optax `GradientTransformation` to chain after the
-optimiser; its state holds the step and a boolean keep-mask per kernel, and it rewrites the updates
+How the mask is applied. `pot_pruning(targets, ...)` is an optax `GradientTransformation` to chain after
+the optimiser, over the layers with PoT weights (`prunable_layers` of the model's bound layers, each
+ranked with its own quantizer); its state holds the step and a boolean keep-mask per kernel, and it rewrites the updates
 so that new_params = where(keep, params + updates, 0) exactly (update -params where pruned). So pruned
 weights are exactly zero in the parameters after every step, whatever the optimiser's momentum, and no
 model or training-loop code changes (`TrainState.apply_gradients` already calls `tx.update(g, s, params)`).
@@ -34,7 +35,7 @@ operator cost (`ShiftOperator.cost(density=...)`) and the toggle simulator can s
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import flax
 import jax
@@ -42,6 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from pannjax.errors import ConfigError
+from pannjax.nn.bound import bind_quantizer
 from pannjax.quant.pot import PotQuantizer
 
 
@@ -83,68 +85,64 @@ def pot_prune_mask(w: jax.Array, sparsity: float | jax.Array, quantizer: PotQuan
 
 class PotPruneState(NamedTuple):
     count: jax.Array  # int32 steps seen
-    masks: Any        # like params: bool keep-masks for pruned kernels, scalar True elsewhere
+    masks: Any        # {layer path: bool keep-mask of its kernel}
 
 
 def _path(key: tuple) -> str:
     return "/".join(str(k) for k in key)
 
 
-def _prunable(flat: dict, exclude: str | None) -> dict:
-    return {k: (k[-1] == "kernel" and v.ndim >= 2 and not (exclude and re.search(exclude, _path(k))))
-            for k, v in flat.items()}
+def _node(params: Any, path: str) -> Any:
+    for key in path.split("/"):
+        params = params[key]
+    return params
 
 
-def _bound_quantizer(quantizer: PotQuantizer, flat: dict, key: tuple) -> PotQuantizer:
-    """The layer's quantizer with its learned scale (a sibling parameter `quantizer_w/scale`)."""
-    if not quantizer.learned_fields:
-        return quantizer
-    scale_key = key[:-1] + ("quantizer_w", "scale")
-    if scale_key not in flat:
-        raise ConfigError(f"pruning {_path(key)}: scale_mode='learned' but no parameter {_path(scale_key)}")
-    return quantizer.with_learned(scale=flat[scale_key])
+def prunable_layers(layers: Sequence[Any], exclude: str | None = None) -> dict[str, PotQuantizer]:
+    """{layer path: its (unbound) weight quantizer} of the layers (`pannjax.nn.bound_layers` /
+    `abstract_layers` records) whose weights are power-of-two codes and whose path does not match the
+    regex `exclude` (e.g. r'^(stem|head)$' keeps the first and last layers dense)."""
+    return {l.path: l.quantizer_w for l in layers
+            if isinstance(l.quantizer_w, PotQuantizer) and not (exclude and re.search(exclude, l.path))}
 
 
-def pot_pruning(quantizer: PotQuantizer, schedule: optax.Schedule, frequency: int = 100,
-                prune_underflow: bool = True, exclude: str | None = None) -> optax.GradientTransformation:
-    """optax transformation that prunes PoT kernels gradually and keeps pruned weights exactly zero.
+def pot_pruning(targets: Mapping[str, PotQuantizer], schedule: optax.Schedule, frequency: int = 100,
+                prune_underflow: bool = True) -> optax.GradientTransformation:
+    """optax transformation that prunes the kernels of `targets` ({layer path: the layer's PoT weight
+    quantizer}, see `prunable_layers`) gradually and keeps pruned weights exactly zero. Each kernel is
+    ranked on its own layer's grid: the quantizer bound to the layer's current parameters
+    (`pannjax.nn.bound.bind_quantizer`, the learned scale as it is at that step).
 
-    Chain it last: `optax.chain(optimizer, pot_pruning(qw, polynomial_sparsity(0.5, 0, 1000)))`.
-    Kernels are the parameters named `kernel` (ndim >= 2) whose '/'-joined path does not match the
-    regex `exclude` (e.g. r'^(stem|head)/' keeps the first and last layers dense)."""
-    if not isinstance(quantizer, PotQuantizer):
-        raise ConfigError(f"pot_pruning needs a PotQuantizer, got {type(quantizer).__name__}")
+    Chain it last: `optax.chain(optimizer, pot_pruning(prunable_layers(layers), polynomial_sparsity(0.5, 0, 1000)))`."""
+    if not targets:
+        raise ConfigError("pot_pruning: no layer with power-of-two weights to prune")
+    wrong = {p: type(q).__name__ for p, q in targets.items() if not isinstance(q, PotQuantizer)}
+    if wrong:
+        got = ", ".join(f"{p}: {t}" for p, t in wrong.items())
+        raise ConfigError(f"pot_pruning needs a PotQuantizer per layer; {got}")
     if frequency < 1:
         raise ConfigError(f"frequency={frequency!r}: expected >= 1 step")
 
     def init(params):
-        flat = flax.traverse_util.flatten_dict(params)
-        prunable = _prunable(flat, exclude)
-        masks = {k: jnp.ones(v.shape, bool) if prunable[k] else jnp.array(True) for k, v in flat.items()}
-        return PotPruneState(jnp.zeros((), jnp.int32), flax.traverse_util.unflatten_dict(masks))
+        return PotPruneState(jnp.zeros((), jnp.int32),
+                             {p: jnp.ones(_node(params, p)["kernel"].shape, bool) for p in targets})
 
     def update(updates, state, params=None):
         if params is None:
             raise ConfigError("pot_pruning needs params: call tx.update(grads, state, params)")
-        flat_p = flax.traverse_util.flatten_dict(params)
-        flat_u = flax.traverse_util.flatten_dict(updates)
-        flat_m = flax.traverse_util.flatten_dict(state.masks)
-        prunable = _prunable(flat_p, exclude)
         refresh = state.count % frequency == 0
         sparsity = schedule(state.count)
-        new_m, new_u = {}, {}
-        for k, p in flat_p.items():
-            m = flat_m[k]
-            if prunable[k]:
-                qk = _bound_quantizer(quantizer, flat_p, k)
-                m = jax.lax.cond(refresh, lambda m, p, qk: m & pot_prune_mask(p, sparsity, qk, prune_underflow),
-                                 lambda m, p, qk: m, m, p, qk)
-                new_u[k] = jnp.where(m, flat_u[k], -p)
-            else:
-                new_u[k] = flat_u[k]
-            new_m[k] = m
-        unflat = flax.traverse_util.unflatten_dict
-        return unflat(new_u), PotPruneState(state.count + 1, unflat(new_m))
+        flat_u = flax.traverse_util.flatten_dict(updates)
+        masks = {}
+        for path, quantizer in targets.items():
+            node = _node(params, path)
+            kernel, key = node["kernel"], (*path.split("/"), "kernel")
+            q = bind_quantizer(quantizer, node, "quantizer_w")
+            m = jax.lax.cond(refresh, lambda m, p, q: m & pot_prune_mask(p, sparsity, q, prune_underflow),
+                             lambda m, p, q: m, state.masks[path], kernel, q)
+            flat_u[key] = jnp.where(m, flat_u[key], -kernel)
+            masks[path] = m
+        return flax.traverse_util.unflatten_dict(flat_u), PotPruneState(state.count + 1, masks)
 
     return optax.GradientTransformation(init, update)
 

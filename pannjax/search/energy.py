@@ -4,7 +4,7 @@ For each searchable layer l and candidate k, e_lk (pJ per example) is the energy
 runs candidate k: `Operator.cost` of the layer's contraction with the candidate's operand formats,
 priced by the cost engine (`pannjax.hw.cost.price_layer`) -- exactly what `pannjax.hw.report.build_report`
 reports for that layer in the network where every searchable layer uses k. The table is computed once,
-from shapes only (`bound_layers` under `jax.eval_shape`), never per step.
+from shapes only (`abstract_layers`: `bound_layers` under `jax.eval_shape`), never per step.
 
 Expected energy under the architecture distribution (ENOS's energy term, Nasrin et al., arXiv
 2104.05217: operator probabilities weight the per-operator energies of each layer):
@@ -28,7 +28,7 @@ from flax import traverse_util
 
 from pannjax.hw.cost import Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
-from pannjax.nn import ArithPolicy, bound_layers
+from pannjax.nn import ArithPolicy, abstract_layers
 from pannjax.search.space import SearchSpace
 
 
@@ -62,8 +62,7 @@ class EnergyModel:
 def _layer_energies(model_for: Callable[[ArithPolicy], nn.Module], policy: ArithPolicy, sample: jax.ShapeDtypeStruct,
                     pricing: Pricing) -> dict[str, float]:
     model = model_for(policy)
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(sample.shape, sample.dtype), train=False))
-    return {layer.path: price_layer(layer, pricing).energy_pj for layer in bound_layers(model, variables, sample)}
+    return {layer.path: price_layer(layer, pricing).energy_pj for layer in abstract_layers(model, sample, train=False)}
 
 
 def energy_model(model_for: Callable[[ArithPolicy], nn.Module], space: SearchSpace, input_shape: tuple[int, ...],

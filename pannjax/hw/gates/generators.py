@@ -30,7 +30,8 @@ B-bit two's complement register (unsigned for PANN's split accumulators) wrappin
 output port `acc` is D, the value loaded at the operation's clock edge (the running sum). The term is
 sign- or zero-extended to B bits; a negated term enters as its one's complement plus the adder's carry-in.
 Group labels: "multiplier", "adder" (the accumulator's adder), "accumulator" (its registers), "mux" (clear
-gating and operand selection), "shifter", "negate", "absdiff", "mf", "popcount", "subtraction"; inputs count as "inputs".
+gating and operand selection), "shifter", "negate", "absdiff", "mf", "popcount", "subtraction"; inputs count
+as "inputs".
 `unit_netlist(unit, **kwargs)` builds any unit by its pricing name, cached (netlists are immutable).
 
 Defaults. Every unit uses the "yosys" multiplier and adder unless `mult_arch` / `adder_arch` choose a

@@ -218,7 +218,8 @@ def _register_parts(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, 
         term = d["popcount"] * (1.0 - 1.0 / math.ceil(fan_in / XNOR_WORD_BITS))
     return {"inputs": d.get("inputs", 0.0), "datapath": sum(d.get(k, 0.0) for k in _REGISTER_DATAPATH),
             "accumulator": sum(d.get(k, 0.0) for k in _REGISTER_ACCUMULATION) - d.get("acc_input", 0.0),
-            "extension": d.get("acc_input", 0.0) if ext is None else ext, "term": term, "subtraction": d.get("subtraction", 0.0)}
+            "extension": d.get("acc_input", 0.0) if ext is None else ext, "term": term,
+            "subtraction": d.get("subtraction", 0.0)}
 
 
 def _simulated_parts(sim: dict[str, float]) -> tuple[float, float, float]:
