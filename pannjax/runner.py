@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pannjax.build import build_policy, build_quantizers, load_plugins
 from pannjax.data import load_dataset
-from pannjax.errors import ConfigError
+from pannjax.errors import ConfigError, DivergenceError
 from pannjax.hw.report import NetworkReport, build_report
 from pannjax.models import build_model
 from pannjax.nn import abstract_layers
@@ -85,7 +85,13 @@ def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
 
         _, start, _ = restore_run_variables(trainer.init_from)
         init = {"init_params": start["params"], "init_batch_stats": start["batch_stats"]}
-    state, results = train_and_evaluate(model, dataset, trainer, int(c["seed"]), run_dir, tx_tail=pruning, **init)
+    try:
+        state, results = train_and_evaluate(model, dataset, trainer, int(c["seed"]), run_dir, tx_tail=pruning,
+                                            **init)
+    except DivergenceError as e:  # the run dir says so too: not completed, where it diverged
+        write_results(run_dir, {"completed": False, "diverged": e.record, "seed": int(c["seed"]),
+                                "test_accuracy": None, "data": c["data"]["name"], "model": c["model"]["name"]})
+        raise
     report = network_report(model, state, dataset)
     report.save(run_dir)
     results.update({
@@ -118,9 +124,13 @@ def objective(results: Mapping[str, Any], keys: Sequence[str] | str | None) -> f
 
 @contextlib.contextmanager
 def exit_on_config_error() -> Iterator[None]:
-    """Turn a `ConfigError` into one line on stderr and exit status 2 (no traceback)."""
+    """Turn a `ConfigError` into one line on stderr and exit status 2, a `DivergenceError` into one line
+    and exit status 3 (no traceback)."""
     try:
         yield
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except DivergenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)

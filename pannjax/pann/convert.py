@@ -70,6 +70,7 @@ def restore_run_variables(run_dir: str | Path) -> tuple[dict, dict, int]:
     import orbax.checkpoint as ocp
 
     from pannjax.train.checkpoint import checkpoint_manager
+    from pannjax.train.divergence import first_nonfinite
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / ".hydra" / "config.yaml"
@@ -95,6 +96,10 @@ def restore_run_variables(run_dir: str | Path) -> tuple[dict, dict, int]:
     if tree is None:
         raise ConfigError(f"checkpoint={run_dir}: checkpoints/ holds no checkpoint; train first")
     variables = {"params": jax.device_get(tree["params"]), "batch_stats": jax.device_get(tree.get("batch_stats", {}))}
+    where = first_nonfinite(None, variables, None)
+    if where.startswith("weights of"):
+        raise ConfigError(f"checkpoint={run_dir}: epoch {epoch} holds non-finite {where}: that run diverged; "
+                          "retrain it (e.g. with a lower trainer.optimizer.learning_rate)")
     return cfg, variables, int(epoch)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import time
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from pannjax.search.energy import EnergyModel
 from pannjax.search.layers import GATES, search_apply_fn, search_init
 from pannjax.search.space import SearchSpace
 from pannjax.search.steps import SearchConfig, SearchState, freeze_next, make_search_step
+from pannjax.train.divergence import check_losses
 from pannjax.train.state import OptimizerConfig, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -84,9 +86,12 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
         if val_ds is not None:
             val_iter = _cycle(val_ds, batch_size, seed)
         for batch in tqdm(batches, total=steps_per_epoch, desc=f"search {epoch + 1}/{cfg.epochs}",
-                          disable=not progress, leave=False):
+                          disable=not (progress and sys.stderr.isatty()), leave=False):
             state, m = step(state, batch, next(val_iter)) if val_ds is not None else step(state, batch)
-            for k, v in jax.device_get(m).items():
+            host = jax.device_get(m)
+            check_losses([host["loss"]], int(state.step), epoch + 1, None, {"params": state.params}, None,
+                         what="search")
+            for k, v in host.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
             while freezes and int(state.step) >= freezes[0]:

@@ -1,7 +1,10 @@
 """`train_and_evaluate`: the one training loop every experiment uses (Flax-examples style).
 
 Per epoch: jitted train steps over the deterministic batches of `(seed, epoch)`, a full test-set
-evaluation, one line in `metrics.jsonl`, and an orbax checkpoint. With `resume=True` the latest
+evaluation, one line in `metrics.jsonl`, and an orbax checkpoint. A non-finite loss stops the run
+(`pannjax.train.divergence`: `DivergenceError` naming the step, the epoch and the first layer at fault)
+before anything is checkpointed after it. The progress bar shows on a terminal only; in a log file each
+epoch is one log line. With `resume=True` the latest
 checkpoint in `run_dir/checkpoints` is restored and training continues with the same batches and rngs,
 so the final numbers equal those of an uninterrupted run.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +31,7 @@ from pannjax.data.base import Dataset
 from pannjax.errors import ConfigError
 from pannjax.runlog import ScalarLog
 from pannjax.train.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
+from pannjax.train.divergence import check_losses
 from pannjax.train.sharding import data_mesh, replicate, shard_batch
 from pannjax.train.state import (OptimizerConfig, TrainState, create_train_state, learning_rate_schedule,
                                  make_optimizer)
@@ -136,16 +141,25 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
     for epoch in range(start_epoch, last_epoch):
         sums, n = {"loss": 0.0, "accuracy": 0.0}, 0
         bar = tqdm(dataset.batches("train", trainer.batch_size, epoch=epoch, seed=seed), total=steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{trainer.epochs}", disable=not trainer.progress, leave=False)
+                   desc=f"epoch {epoch + 1}/{trainer.epochs}", disable=not (trainer.progress and _terminal()),
+                   leave=False)
         pending = []
+
+        def flush(sums, n, pending, batch):  # read the losses back; a non-finite one stops the run here
+            host = jax.device_get(pending)
+            check_losses([m["loss"] for m in host], int(state.step) - len(host) + 1, epoch + 1, model,
+                         {"params": state.params, "batch_stats": state.batch_stats}, batch["image"])
+            return _accumulate(sums, n, host)
+
         for batch in bar:
             state, m = train_step(state, shard_batch(batch, mesh))
             pending.append(m)
             if len(pending) == trainer.log_every:
-                sums, n = _accumulate(sums, n, pending)
+                sums, n = flush(sums, n, pending, batch)
                 pending = []
                 bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", acc=f"{sums['accuracy'] / n:.3f}")
-        sums, n = _accumulate(sums, n, pending)
+        if pending:
+            sums, n = flush(sums, n, pending, batch)
         test = evaluate(state, dataset, trainer.eval_batch_size, mesh=mesh)
         record = {"epoch": epoch + 1, "step": int(state.step), "train_loss": sums["loss"] / n,
                   "train_accuracy": sums["accuracy"] / n, "test_loss": test["loss"], "test_accuracy": test["accuracy"],
@@ -174,8 +188,13 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
     return state, results
 
 
-def _accumulate(sums: dict, n: int, pending: list[dict]) -> tuple[dict, int]:
-    for m in jax.device_get(pending):
+def _terminal() -> bool:
+    """A progress bar only on a terminal: in a log file (CI, SLURM) the per-epoch log line is the progress."""
+    return sys.stderr.isatty()
+
+
+def _accumulate(sums: dict, n: int, host: list[dict]) -> tuple[dict, int]:
+    for m in host:
         for k in sums:
             sums[k] += float(m[k])
         n += 1
