@@ -83,10 +83,26 @@ def count_params(params: Any) -> int:
 
 
 def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["epoch"] <= upto_epoch]
+    """The per-epoch records of `metrics.jsonl` up to `upto_epoch` (the checkpoint resumed from). A torn
+    last line (a kill mid-write) is dropped with a warning; a damaged line before it is a one-line error;
+    a missing or short file is a warning (that history is lost, training goes on)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ConfigError(f"{path} line {i + 1} is damaged (not JSON): repair or remove that line, "
+                                  "then resume again") from None
+            log.warning("%s: the last line is cut short (a run killed mid-write): dropped", path)
+    records = [r for r in records if r.get("epoch", 0) <= upto_epoch]
+    if [r.get("epoch") for r in records] != list(range(1, upto_epoch + 1)):
+        log.warning("%s holds %d of the %d epochs resumed from: the missing history is lost", path, len(records),
+                    upto_epoch)
+    return records
 
 
 def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfig, seed: int,
@@ -100,6 +116,9 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
     fresh initialisation, for fine-tuning a converted network. `tx_tail(total_steps)` (e.g. PoT pruning,
     `pannjax.prune.pruning_from_config`) is chained after the optimiser: it sees the final updates.
     """
+    if trainer.batch_size > len(dataset.train_labels):
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size} is larger than the {len(dataset.train_labels)} "
+                          f"training examples: use at most {len(dataset.train_labels)}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = dataset.steps_per_epoch(trainer.batch_size)
@@ -125,11 +144,11 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
         log.info("resumed from %s at epoch %d", manager.directory, start_epoch)
     elif trainer.resume:
         log.info("trainer.resume=true but no checkpoint in %s: starting from scratch", run_dir / "checkpoints")
-    metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
     mesh = data_mesh()  # data parallel over every local device (pannjax/train/sharding.py)
     if trainer.batch_size % mesh.size:
         raise ConfigError(f"trainer.batch_size={trainer.batch_size} must be a multiple of the {mesh.size} devices "
                           "used for data-parallel training")
+    metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))  # the resumed past
     state = replicate(state, mesh)
 
     train_step = make_train_step(dataset.augment)
