@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from pannjax.pann.experiment import run_pann
 from pannjax.runner import exit_on_config_error, to_container
+from pannjax.rundir import refuse_before_hydra
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="pann")
@@ -20,4 +21,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_before_hydra(source_key="checkpoint")  # before Hydra writes .hydra/ into an explicit run dir
     main()

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from pannjax.errors import ConfigError
 from pannjax.hw.study import run_power_study
+from pannjax.rundir import refuse_before_hydra
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="power")
@@ -44,4 +45,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_before_hydra()  # before Hydra writes .hydra/ into an explicit run dir
     main()

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from pannjax.runner import exit_on_config_error, objective
 from pannjax.search.runner import run_search_experiment
+from pannjax.rundir import refuse_before_hydra
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="search")
@@ -20,4 +21,5 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
 
 
 if __name__ == "__main__":
+    refuse_before_hydra()  # before Hydra writes .hydra/ into an explicit run dir
     main()

@@ -23,6 +23,7 @@ from pannjax.hw.report import NetworkReport, build_report
 from pannjax.models import build_model
 from pannjax.nn import abstract_layers
 from pannjax.prune import pruning_from_config, weight_sparsity
+from pannjax.rundir import config_hash, owned_run_dir
 from pannjax.runlog import write_results
 from pannjax.sweep import flatten
 from pannjax.train import OptimizerConfig, TrainerConfig, train_and_evaluate
@@ -67,7 +68,7 @@ def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     """Train the configured model on the configured data; write and return `results.json`'s record."""
     c = to_container(cfg)
     known = {"data", "model", "quant", "op", "trainer", "seed", "layers", "experiment", "prune", "plugins",
-             "objective"}
+             "objective", "overwrite"}
     unknown = sorted(set(c) - known - {"hydra"})
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
@@ -78,6 +79,12 @@ def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     trainer = trainer_config(c["trainer"])
     sample = jax.ShapeDtypeStruct((1, *dataset.train_images.shape[1:]), jnp.float32)
     pruning = pruning_from_config(c.get("prune"), abstract_layers(model, sample, train=False))
+    with owned_run_dir(run_dir, "train", c, resume=trainer.resume, overwrite=bool(c.get("overwrite", False)),
+                       resume_key="trainer.resume"):
+        return _train(c, run_dir, dataset, model, trainer, pruning)
+
+
+def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> dict[str, Any]:
     t0 = time.perf_counter()
     init = {}
     if trainer.init_from:  # fine-tuning: params/BN statistics of matching path and shape from that run
@@ -99,6 +106,7 @@ def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
         "experiment": (c.get("experiment") or {}).get("name"), "process_seconds": time.perf_counter() - t0,
         "energy_pj": report.total_energy_pj, "toggles": report.totals()["toggles"], "macs": report.total_macs,
         "prune": c.get("prune") or {"name": "none"}, "weight_sparsity": weight_sparsity(state.params),
+        "config_hash": config_hash(c),
     })
     write_results(run_dir, results)
     log.info("test_accuracy %.4f  -> %s", results["test_accuracy"] or float("nan"), Path(run_dir) / "results.json")

@@ -1,7 +1,7 @@
 """Fit the gate-level toggle model to the simulator and validate it; writes the calibration table that ships
 as `pannjax/hw/gates/data/gate_calibration.json.gz`.
 
-    python scripts/calibrate_gates.py                       # the default grid (several minutes on 2 cores)
+    python scripts/calibrate_gates.py                       # the default grid (about 1 h 15 min on one core)
     python scripts/calibrate_gates.py --units mac add --acc-bits 32 --out /tmp/cal.json
 
 An existing table at `--out` is updated (rows of other configurations are kept).

@@ -19,6 +19,7 @@ from pannjax.hw.gate_study import markdown as gate_markdown
 from pannjax.hw.gate_study import run_gate_study
 from pannjax.hw.toggle_sim import MacConfig, mean_toggles
 from pannjax.hw.toggles import equivalent_additions
+from pannjax.rundir import owned_run_dir
 from pannjax.runlog import write_results
 
 
@@ -52,7 +53,12 @@ def run_power_study(cfg: DictConfig, out_dir: str | Path) -> dict:
     """All tables of the study (plain dicts/lists), written to `out_dir`; returns the results dict."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with owned_run_dir(out_dir, "power", OmegaConf.to_container(cfg, resolve=True),
+                       overwrite=bool(cfg.get("overwrite", False))):
+        return _study(cfg, out_dir, t0)
+
+
+def _study(cfg: DictConfig, out_dir: Path, t0: float) -> dict:
     bits, accs, fan_in, b_main = list(cfg.bits), list(cfg.acc_bits), int(cfg.fan_in), int(cfg.main_acc_bits)
     if cfg.gates.enabled:
         check_gate_config(cfg.gates)

@@ -38,6 +38,7 @@ from pannjax.pann.budget import Layer, budget_per_mac, budget_table, format_budg
 from pannjax.pann.convert import (FIRST_LAST_PATTERN, Converted, collect_layer_inputs, convert, fold_batchnorm,
                                   freeze_weights, load_float_run, pann_policy, uniform_policy)
 from pannjax.pann.power import DEFAULT_MODEL, mac_toggles, network_toggles, summarize
+from pannjax.rundir import owned_run_dir
 from pannjax.runlog import to_jsonable, write_results
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,7 @@ def run_pann(c: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Entry point of experiments/pann.py (config: configs/pann.yaml)."""
     known = {"checkpoint", "mode", "budget_bits", "budget_toggles", "budget_signed", "x_bits", "additions",
              "accumulation", "scale_rule", "w_per_channel", "first_last", "calibration", "calibration_batches",
-             "calibration_batch_size", "acc_bits", "power_model", "seed", "sweep", "experiment", "hydra"}
+             "calibration_batch_size", "acc_bits", "power_model", "seed", "sweep", "experiment", "hydra", "overwrite"}
     unknown = sorted(set(c) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known option of experiments/pann.py; "
@@ -343,10 +344,13 @@ def run_pann(c: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}: expected one of {MODES}")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if mode == "table":
-        return run_table(c, run_dir)
-    if not c.get("checkpoint"):
+    if mode != "table" and not c.get("checkpoint"):
         raise ConfigError("checkpoint is missing: give the run dir of a float training run, "
                           "e.g. checkpoint=outputs/train/<date>/<time>")
-    return run_convert(c, run_dir) if mode == "convert" else run_sweep(c, run_dir)
+    if mode != "table" and run_dir.resolve() == Path(c["checkpoint"]).resolve():
+        raise ConfigError(f"hydra.run.dir={run_dir} is the run checkpoint={c['checkpoint']} reads: write this run's "
+                          "outputs to another dir")
+    with owned_run_dir(run_dir, "pann", c, overwrite=bool(c.get("overwrite", False))):
+        if mode == "table":
+            return run_table(c, run_dir)
+        return run_convert(c, run_dir) if mode == "convert" else run_sweep(c, run_dir)

@@ -26,6 +26,7 @@ from pannjax.errors import ConfigError
 from pannjax.hw.report import build_report
 from pannjax.models import build_model
 from pannjax.nn import ArithPolicy
+from pannjax.rundir import owned_run_dir
 from pannjax.runlog import write_results
 from pannjax.runner import to_container, trainer_config
 from pannjax.search.derive import assignment, inherit_params, layer_probabilities
@@ -79,13 +80,17 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
     """Search, derive, retrain, report (see module docstring); writes and returns results.json's record.
     `on_trace` is called whenever the search step is traced (tests check it runs once)."""
     c = to_container(cfg)
-    known = {"data", "model", "trainer", "search", "seed", "experiment", "plugins", "objective"}
+    known = {"data", "model", "trainer", "search", "seed", "experiment", "plugins", "objective", "overwrite"}
     unknown = sorted(set(c) - known - {"hydra"})
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
     load_plugins(c.get("plugins") or [])
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with owned_run_dir(run_dir, "search", c, overwrite=bool(c.get("overwrite", False))):
+        return _search(c, run_dir, on_trace)
+
+
+def _search(c: Mapping[str, Any], run_dir: Path, on_trace: Callable[[], None] | None) -> dict[str, Any]:
     seed, s = int(c["seed"]), dict(c["search"])
     data_cfg = dict(c["data"])
     dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
