@@ -49,9 +49,21 @@ def trainer_config(cfg: Mapping[str, Any]) -> TrainerConfig:
         raise ConfigError(f"trainer: {e}") from None
 
 
+def seed_of(cfg: Mapping[str, Any]) -> int:
+    """The run's `seed`, a whole number (one-line error otherwise)."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed={seed!r}: expected a whole number, e.g. seed=0")
+    return seed
+
+
 def build_model_for(cfg: Mapping[str, Any], num_classes: int):
     model_cfg = dict(cfg["model"])
     name = model_cfg.pop("name", None)
+    for key in ("width", "depth"):
+        value = model_cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"model.{key}={value!r}: expected a whole number >= 1")
     policy = build_policy(cfg["quant"], cfg["op"], cfg.get("layers") or ())
     return build_model(name, num_classes=num_classes, policy=policy, **model_cfg)
 
@@ -73,6 +85,7 @@ def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
     load_plugins(c.get("plugins") or [])
+    seed_of(c)
     data_cfg = dict(c["data"])
     dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
     model = build_model_for(c, dataset.num_classes)
@@ -90,13 +103,13 @@ def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> d
     if trainer.init_from:  # fine-tuning: params/BN statistics of matching path and shape from that run
         from pannjax.pann.convert import restore_run_variables
 
-        _, start, _ = restore_run_variables(trainer.init_from)
+        _, start, _ = restore_run_variables(trainer.init_from, key="trainer.init_from")
         init = {"init_params": start["params"], "init_batch_stats": start["batch_stats"]}
     try:
-        state, results = train_and_evaluate(model, dataset, trainer, int(c["seed"]), run_dir, tx_tail=pruning,
+        state, results = train_and_evaluate(model, dataset, trainer, seed_of(c), run_dir, tx_tail=pruning,
                                             **init)
     except DivergenceError as e:  # the run dir says so too: not completed, where it diverged
-        write_results(run_dir, {"completed": False, "diverged": e.record, "seed": int(c["seed"]),
+        write_results(run_dir, {"completed": False, "diverged": e.record, "seed": seed_of(c),
                                 "test_accuracy": None, "data": c["data"]["name"], "model": c["model"]["name"]})
         raise
     report = network_report(model, state, dataset)

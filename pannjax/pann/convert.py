@@ -64,9 +64,10 @@ class FloatRun:
         return build_model(self.model_name, num_classes=self.dataset.num_classes, policy=policy, **self.model_kwargs)
 
 
-def restore_run_variables(run_dir: str | Path) -> tuple[dict, dict, int]:
+def restore_run_variables(run_dir: str | Path, key: str = "checkpoint") -> tuple[dict, dict, int]:
     """(resolved config, {"params", "batch_stats"}, epoch) of the latest orbax checkpoint of a run of
-    experiments/train.py; a missing or unreadable run dir or checkpoint raises a one-line ConfigError."""
+    experiments/train.py; a missing or unreadable run dir or checkpoint raises a one-line ConfigError naming
+    `key`, the config key that gave `run_dir`."""
     import orbax.checkpoint as ocp
 
     from pannjax.train.checkpoint import checkpoint_manager
@@ -76,29 +77,29 @@ def restore_run_variables(run_dir: str | Path) -> tuple[dict, dict, int]:
     cfg_path = run_dir / ".hydra" / "config.yaml"
     ckpt_dir = run_dir / "checkpoints"
     if not cfg_path.is_file():
-        raise ConfigError(f"checkpoint={run_dir}: no .hydra/config.yaml there; give the run dir of "
+        raise ConfigError(f"{key}={run_dir}: no .hydra/config.yaml there; give the run dir of "
                           "experiments/train.py (trained with trainer.checkpoint=true)")
     if not ckpt_dir.is_dir():
-        raise ConfigError(f"checkpoint={run_dir}: no checkpoints/ directory; train with trainer.checkpoint=true")
+        raise ConfigError(f"{key}={run_dir}: no checkpoints/ directory; train with trainer.checkpoint=true")
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
         if not isinstance(cfg.get("data"), dict) or not isinstance(cfg.get("model"), dict):
             raise KeyError("data/model")
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad run dir
-        raise ConfigError(f"checkpoint={run_dir}: .hydra/config.yaml is unreadable ({type(e).__name__})") from None
+        raise ConfigError(f"{key}={run_dir}: .hydra/config.yaml is unreadable ({type(e).__name__})") from None
     try:
         manager = checkpoint_manager(ckpt_dir, read_only=True)
         epoch = manager.latest_step()
         tree = None if epoch is None else manager.restore(epoch, args=ocp.args.StandardRestore())
     except Exception as e:  # noqa: BLE001 - corrupt or foreign files
-        raise ConfigError(f"checkpoint={run_dir}: the orbax checkpoint could not be read ({type(e).__name__}); "
+        raise ConfigError(f"{key}={run_dir}: the orbax checkpoint could not be read ({type(e).__name__}); "
                           "re-run experiments/train.py") from None
     if tree is None:
-        raise ConfigError(f"checkpoint={run_dir}: checkpoints/ holds no checkpoint; train first")
+        raise ConfigError(f"{key}={run_dir}: checkpoints/ holds no checkpoint; train first")
     variables = {"params": jax.device_get(tree["params"]), "batch_stats": jax.device_get(tree.get("batch_stats", {}))}
     where = first_nonfinite(None, variables, None)
     if where.startswith("weights of"):
-        raise ConfigError(f"checkpoint={run_dir}: epoch {epoch} holds non-finite {where}: that run diverged; "
+        raise ConfigError(f"{key}={run_dir}: epoch {epoch} holds non-finite {where}: that run diverged; "
                           "retrain it (e.g. with a lower trainer.optimizer.learning_rate)")
     return cfg, variables, int(epoch)
 

@@ -28,7 +28,7 @@ from pannjax.models import build_model
 from pannjax.nn import ArithPolicy
 from pannjax.rundir import owned_run_dir
 from pannjax.runlog import write_results
-from pannjax.runner import to_container, trainer_config
+from pannjax.runner import seed_of, to_container, trainer_config
 from pannjax.search.derive import assignment, inherit_params, layer_probabilities
 from pannjax.search.energy import energy_model
 from pannjax.search.loop import run_search
@@ -91,7 +91,7 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
 
 
 def _search(c: Mapping[str, Any], run_dir: Path, on_trace: Callable[[], None] | None) -> dict[str, Any]:
-    seed, s = int(c["seed"]), dict(c["search"])
+    seed, s = seed_of(c), dict(c["search"])
     data_cfg = dict(c["data"])
     dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
     model_cfg = dict(c["model"])

@@ -59,12 +59,15 @@ class TrainerConfig:
     tensorboard: bool = True
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ConfigError(f"trainer.epochs={self.epochs}: must be >= 1")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("trainer.batch_size and trainer.eval_batch_size must be >= 1")
-        if self.keep_checkpoints < 1:
-            raise ConfigError(f"trainer.keep_checkpoints={self.keep_checkpoints}: must be >= 1")
+        for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints", "log_every", "stop_after_epochs"):
+            value = getattr(self, name)
+            if name == "stop_after_epochs" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"trainer.{name}={value!r}: expected a whole number >= 1")
+        for name in ("checkpoint", "resume", "progress", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"trainer.{name}={getattr(self, name)!r}: expected true or false")
 
 
 def evaluate(state: TrainState, dataset: Dataset, batch_size: int, split: str = "test",

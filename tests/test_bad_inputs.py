@@ -1,0 +1,48 @@
+"""Bad input is one line naming the full dotted key: each case fails at set-up with a `ConfigError` whose
+single-line message starts with the key, before any data set or run dir is touched."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pannjax.errors import ConfigError
+from pannjax.runner import run_train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TRAIN = [
+    ("seed=abc", "seed='abc': expected a whole number"),
+    ("seed=1.5", "seed=1.5: expected a whole number"),
+    ("trainer.epochs=1.5", "trainer.epochs=1.5: expected a whole number >= 1"),
+    ("trainer.epochs=two", "trainer.epochs='two': expected a whole number >= 1"),
+    ("trainer.epochs=0", "trainer.epochs=0: expected a whole number >= 1"),
+    ("trainer.batch_size=64.5", "trainer.batch_size=64.5: expected a whole number >= 1"),
+    ("trainer.batch_size=0", "trainer.batch_size=0: expected a whole number >= 1"),
+    ("trainer.eval_batch_size=-1", "trainer.eval_batch_size=-1: expected a whole number >= 1"),
+    ("trainer.keep_checkpoints=0", "trainer.keep_checkpoints=0: expected a whole number >= 1"),
+    ("trainer.stop_after_epochs=-1", "trainer.stop_after_epochs=-1: expected a whole number >= 1"),
+    ("trainer.stop_after_epochs=0", "trainer.stop_after_epochs=0: expected a whole number >= 1"),
+    ("trainer.log_every=0", "trainer.log_every=0: expected a whole number >= 1"),
+    ("trainer.resume=maybe", "trainer.resume='maybe': expected true or false"),
+    ("trainer.checkpoint=1", "trainer.checkpoint=1: expected true or false"),
+    ("model.width=0", "model.width=0: expected a whole number >= 1"),
+    ("model.width=2.5", "model.width=2.5: expected a whole number >= 1"),
+    ("trainer.init_from=/missing/run", "trainer.init_from=/missing/run: no .hydra/config.yaml there"),
+    ("trainer.batch_size=100000", "trainer.batch_size=100000 is larger than the 1437 training examples"),
+    ("+colour=red", "colour is not a known top-level option"),
+]
+
+
+def _cfg(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=["trainer.progress=false", "model.width=8", *overrides])
+
+
+@pytest.mark.parametrize("override, message", TRAIN, ids=[o for o, _ in TRAIN])
+def test_train_bad_input_is_one_line_naming_the_key(tmp_path, override, message):
+    with pytest.raises(ConfigError) as e:
+        run_train(_cfg(override), tmp_path / "run")
+    text = str(e.value)
+    assert "\n" not in text and text.startswith(message), text
+    assert not (tmp_path / "run" / "results.json").exists() and not (tmp_path / "run" / "run.json").exists()
