@@ -46,3 +46,31 @@ def test_train_bad_input_is_one_line_naming_the_key(tmp_path, override, message)
     text = str(e.value)
     assert "\n" not in text and text.startswith(message), text
     assert not (tmp_path / "run" / "results.json").exists() and not (tmp_path / "run" / "run.json").exists()
+
+
+POWER = [
+    ("+fanin=64", "fanin is not a known option of experiments/power.py"),
+    ("acc_bits=[4]", "main_acc_bits=32: expected one of acc_bits=[4]"),
+    ("main_acc_bits=2", "main_acc_bits=2: expected one of acc_bits=[16, 24, 32]"),
+    ("bits=[2,x]", "bits=[2, 'x']: expected a list of whole numbers in 1..16"),
+    ("bits=[2,8]", None),  # valid: the control
+    ("acc_bits=[16,24,1]", "acc_bits=[16, 24, 1]: expected a list of whole numbers in 2..32"),
+    ("fan_in=0", "fan_in=[0]: expected a list of whole numbers"),
+    ("gates.units=[mac,madd]", "gates.units=['mac', 'madd']: ['madd'] are not units"),
+    ("gates.additions=0", "gates.additions=0: PANN's additions per input must be > 0"),
+    ("gates.shift_w_bits=7", "gates.shift_w_bits=7: a PoT weight of 2..4 bits"),
+]
+
+
+@pytest.mark.parametrize("override, message", POWER, ids=[o for o, _ in POWER])
+def test_power_bad_input_is_one_line_naming_the_key(tmp_path, override, message):
+    from pannjax.hw.study import check_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("power", overrides=[override])
+    if message is None:
+        check_config(cfg)
+        return
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    assert "\n" not in str(e.value) and str(e.value).startswith(message), str(e.value)

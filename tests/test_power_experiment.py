@@ -50,6 +50,7 @@ def test_power_experiment_bad_config_is_one_line(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
-    cmd = [c for c in cmd if not c.startswith(("main_acc_bits", "gates."))] + ["gates.units=[mac,madd]"]
+    cmd = [c for c in cmd if not c.startswith(("main_acc_bits", "gates."))] + ["main_acc_bits=16",
+                                                                               "gates.units=[mac,madd]"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: gates.units=")

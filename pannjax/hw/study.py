@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from pannjax.errors import ConfigError
 from pannjax.hw.bitflips import OperandStats, bitflips_mac, bitflips_multiplier, bitflips_repeated_addition
 from pannjax.hw.gate_study import check_config as check_gate_config
 from pannjax.hw.gate_study import markdown as gate_markdown
@@ -49,9 +50,44 @@ def signed_vs_unsigned_accumulation(bits: int, acc_bits: int, fan_in: int, units
             "ratio": acc_s / acc_u, "signed_total": s["total"], "unsigned_total": u["total"]}
 
 
+KNOWN = ("bits", "acc_bits", "main_acc_bits", "fan_in", "weight_bits", "pann", "simulate", "gates", "plots",
+         "overwrite", "hydra")
+
+
+def _whole_list(cfg: DictConfig, key: str, lo: int, hi: int) -> list[int]:
+    values = cfg.get(key)
+    values = list(values) if isinstance(values, (list, tuple)) or OmegaConf.is_list(values) else [values]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi for v in values):
+        raise ConfigError(f"{key}={values}: expected a list of whole numbers in {lo}..{hi}")
+    return values
+
+
+def check_config(cfg: DictConfig) -> None:
+    """One-line errors for unknown keys and out-of-range widths, before anything runs."""
+    unknown = sorted(set(cfg) - set(KNOWN))
+    if unknown:
+        raise ConfigError(f"{unknown[0]} is not a known option of experiments/power.py; valid: "
+                          f"{', '.join(k for k in KNOWN if k != 'hydra')}")
+    bits = _whole_list(cfg, "bits", 1, 16)
+    accs = _whole_list(cfg, "acc_bits", 2, 32)
+    if any(a < 2 * min(bits) for a in accs):
+        raise ConfigError(f"acc_bits={accs}: each accumulator must hold a {min(bits)}x{min(bits)} product "
+                          f"(at least {2 * min(bits)} bits)")
+    main = cfg.get("main_acc_bits")
+    if main not in accs:
+        raise ConfigError(f"main_acc_bits={main!r}: expected one of acc_bits={accs}")
+    if 2 * max(bits) > main:
+        raise ConfigError(f"main_acc_bits={main}: too narrow for the {max(bits)}x{max(bits)} MAC of bits={bits}")
+    _whole_list(cfg, "weight_bits", 1, 8)
+    _whole_list(cfg, "fan_in", 1, 1 << 20)
+    if cfg.gates.enabled:
+        check_gate_config(cfg.gates)
+
+
 def run_power_study(cfg: DictConfig, out_dir: str | Path) -> dict:
     """All tables of the study (plain dicts/lists), written to `out_dir`; returns the results dict."""
     t0 = time.perf_counter()
+    check_config(cfg)
     out_dir = Path(out_dir)
     with owned_run_dir(out_dir, "power", OmegaConf.to_container(cfg, resolve=True),
                        overwrite=bool(cfg.get("overwrite", False))):
@@ -60,8 +96,6 @@ def run_power_study(cfg: DictConfig, out_dir: str | Path) -> dict:
 
 def _study(cfg: DictConfig, out_dir: Path, t0: float) -> dict:
     bits, accs, fan_in, b_main = list(cfg.bits), list(cfg.acc_bits), int(cfg.fan_in), int(cfg.main_acc_bits)
-    if cfg.gates.enabled:
-        check_gate_config(cfg.gates)
     rng = np.random.default_rng(int(cfg.simulate.seed))
 
     # 1. toggles per MAC vs bit width (b x b), signed vs unsigned, all B; accumulator share
