@@ -135,7 +135,8 @@ def owned_run_dir(run_dir: str | os.PathLike, entry: str, config: Mapping[str, A
             old = json.loads((run_dir / RECORD).read_text())
             if old.get("config_hash") != record["config_hash"]:
                 a, b = _comparable(old.get("config", {})), _comparable(config)
-                changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+                changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                           if a.get(k) != b.get(k)]
                 raise ConfigError(f"{resume_key or 'resume'}=true with a changed config ({'; '.join(changed[:6])}"
                                   f"{'; ...' if len(changed) > 6 else ''}): resume with the run's own config "
                                   "(run.json), or start a new run dir")

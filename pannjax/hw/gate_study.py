@@ -152,7 +152,8 @@ def architectures(widths, fan_in: int, operations: int) -> list[dict]:
     return out
 
 
-def _table(rows, cols, fmt=None) -> str:
+def md_table(rows, cols, fmt=None) -> str:
+    """A markdown table of `cols`; floats formatted by `fmt[col]` (default ".2f")."""
     fmt = fmt or {}
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -174,17 +175,19 @@ def markdown(res: dict, main_acc_bits: int) -> str:
     cols = ["unit", "x_bits", "w_bits", "x_signed", "w_signed", "arch", "acc_bits", "streams"]
     return "\n".join([
         f"## Toggles per operation of every unit, both models (B = {main_acc_bits}; every B in results.json)", "",
-        _table(main, [*cols, "registers", "gates"]), "",
+        md_table(main, [*cols, "registers", "gates"]), "",
         "## Gate model vs gate-level simulation (fresh streams)", "",
-        _table(res["gate_check"], [*cols, "registers", "gates", "simulated", "rel_error"], {"rel_error": "+.2%"}), "",
+        md_table(res["gate_check"], [*cols, "registers", "gates", "simulated", "rel_error"],
+                 {"rel_error": "+.2%"}), "",
         "## Shipped calibration: validation per unit", "",
-        _table(res["calibration"], ["unit", "rows", "mean_abs_error", "worst_error", "worst_config", "worst_streams",
+        md_table(res["calibration"], ["unit", "rows", "mean_abs_error", "worst_error", "worst_config", "worst_streams",
                                     "worst_fan_in"], {"mean_abs_error": ".2%", "worst_error": "+.2%"}), "",
         f"## Exchange rate: b_x-bit additions per input with the toggles of one signed b x b MAC (B = {main_acc_bits})",
         "", "\n".join(grid), "",
         "## Multiplier and adder architectures (signed b x b MAC, B = 32, simulated)", "",
-        _table(res["architectures"], ["bits", "multiplier", "adder", "gates", "uniform", "dnn", "gates_vs_default",
+        md_table(res["architectures"], ["bits", "multiplier", "adder", "gates", "uniform", "dnn", "gates_vs_default",
                                       "uniform_vs_default", "dnn_vs_default"]), ""])
 
 
-__all__ = ["architectures", "calibration_summary", "check_config", "markdown", "run_gate_study", "unit_configs"]
+__all__ = ["architectures", "calibration_summary", "check_config", "markdown", "md_table", "run_gate_study",
+           "unit_configs"]

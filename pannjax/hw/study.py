@@ -17,6 +17,7 @@ from pannjax.errors import ConfigError
 from pannjax.hw.bitflips import OperandStats, bitflips_mac, bitflips_multiplier, bitflips_repeated_addition
 from pannjax.hw.gate_study import check_config as check_gate_config
 from pannjax.hw.gate_study import markdown as gate_markdown
+from pannjax.hw.gate_study import md_table as _md_table
 from pannjax.hw.gate_study import run_gate_study
 from pannjax.hw.toggle_sim import MacConfig, mean_toggles
 from pannjax.hw.toggles import equivalent_additions
@@ -170,15 +171,6 @@ def _study(cfg: DictConfig, out_dir: Path, t0: float) -> dict:
     results["wall_time_s"] = time.perf_counter() - t0
     write_results(out_dir, results)
     return results
-
-
-def _md_table(rows: list[dict], cols: list[str], fmt: dict[str, str] | None = None) -> str:
-    fmt = fmt or {}
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(format(r[c], fmt.get(c, ".2f")) if isinstance(r[c], float) else str(r[c])
-                                       for c in cols) + " |")
-    return "\n".join(lines)
 
 
 def _markdown(res: dict, b_main: int) -> str:
