@@ -181,6 +181,8 @@ def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
     layers: ordered per-layer overrides `[{pattern: <regex on module path>, quant: {...}, op: {...}}]`.
     """
     qw, qx = build_quantizers(quant)
+    base_op = build_operator(op)
+    base_op.check_weights(qw)  # a quantizer the operator cannot compute with fails here, not after training
     overrides: list[tuple[str, LayerArith]] = []
     first_last = quant.get("first_last", "same")
     if first_last == "float":
@@ -188,7 +190,7 @@ def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
     elif first_last == "int8":
         # 8-bit uniform weights are multiplied: the first/last layers are MACs whatever the network's operator
         overrides.append((FIRST_LAST_PATTERN, LayerArith(*uniform_scheme(w_bits=8, x_bits=8),
-                                                         MacOperator(mode=build_operator(op).mode))))
+                                                         MacOperator(mode=base_op.mode))))
     elif first_last != "same":
         raise ConfigError(f"quant.first_last={first_last!r}: expected same, float or int8")
     for i, layer in enumerate(layers):
@@ -201,5 +203,7 @@ def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
         if layer:
             raise ConfigError(f"{where}.{sorted(layer)[0]} is not a known option; valid: pattern, quant, op")
         w_i, x_i = build_quantizers(quant_i, f"{where}.quant") if quant_i else (None, None)
-        overrides.append((pattern, LayerArith(w_i, x_i, build_operator(op_i, f"{where}.op") if op_i else None)))
-    return ArithPolicy(LayerArith(qw, qx, build_operator(op)), tuple(overrides))
+        o_i = build_operator(op_i, f"{where}.op") if op_i else None
+        (o_i or base_op).check_weights(w_i or qw, f"{where}.op" if o_i else "op")
+        overrides.append((pattern, LayerArith(w_i, x_i, o_i)))
+    return ArithPolicy(LayerArith(qw, qx, base_op), tuple(overrides))

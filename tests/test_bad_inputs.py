@@ -74,3 +74,22 @@ def test_power_bad_input_is_one_line_naming_the_key(tmp_path, override, message)
     with pytest.raises(ConfigError) as e:
         check_config(cfg)
     assert "\n" not in str(e.value) and str(e.value).startswith(message), str(e.value)
+
+
+COMBINATIONS = [
+    (("quant=pann", "op=xnor"), "op=xnor (mode digital) cannot run PANN addition-count weights (quant=pann)"),
+    (("quant=pann", "op=adder"), "op=adder (mode digital) cannot run PANN addition-count weights"),
+    (("quant=pann", "op=mf"), "op=mf (mode digital) cannot run PANN addition-count weights"),
+    (("quant=pann", "op.mode.kind=analog"), "op=mac (mode analog) cannot run PANN addition-count weights"),
+    (("quant=pann", 'layers=[{pattern: "^conv1$", op: {name: xnor}}]'),
+     "layers[0].op=xnor (mode digital) cannot run PANN addition-count weights"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", COMBINATIONS, ids=[" ".join(o) for o, _ in COMBINATIONS])
+def test_an_incompatible_quantizer_and_operator_fail_at_set_up(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as e:
+        run_train(_cfg(*overrides), tmp_path / "run")
+    assert "\n" not in str(e.value) and str(e.value).startswith(message), str(e.value)
+    assert "op=shift or op=bwn" in str(e.value)  # which operators can take them
+    assert not (tmp_path / "run").exists()  # nothing was loaded or written

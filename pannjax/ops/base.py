@@ -299,10 +299,21 @@ class Operator:
                    shape.outputs * max(chunks - 1, 0)),
         )
 
-    def _count_cost(self, shape, x_format, w_format, acc_bits, additions) -> tuple[UnitOp, ...]:
+    def check_weights(self, quantizer_w, where: str = "op") -> None:
+        """One-line error, at set-up, when this operator cannot compute with `quantizer_w`'s weights: PANN
+        addition counts need an operator that `accepts_counts` (op=mac) in digital mode; operators that
+        re-round the weights themselves (shift, bwn) take any."""
+        if self.weight_format(quantizer_w).kind == "count":
+            self._refuse_counts(where)
+
+    def _refuse_counts(self, where: str = "op") -> None:
         if not self.accepts_counts or self.mode.is_analog:
-            raise ConfigError(f"op={self.name} (mode {self.mode.kind}) cannot run PANN addition-count weights "
-                              "(quant=pann); they run as repeated additions on op=mac in digital mode")
+            raise ConfigError(f"{where}={self.name} (mode {self.mode.kind}) cannot run PANN addition-count weights "
+                              "(quant=pann): they run as repeated additions on op=mac in digital mode, or are "
+                              "re-rounded by op=shift or op=bwn")
+
+    def _count_cost(self, shape, x_format, w_format, acc_bits, additions) -> tuple[UnitOp, ...]:
+        self._refuse_counts()
         if additions is None:
             raise ConfigError("PANN addition-count weights are priced by their realised mean |w_int|; "
                               "cost the layer with its weights (pannjax.nn.bound_layers on real variables)")
