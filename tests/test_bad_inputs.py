@@ -93,3 +93,19 @@ def test_an_incompatible_quantizer_and_operator_fail_at_set_up(tmp_path, overrid
     assert "\n" not in str(e.value) and str(e.value).startswith(message), str(e.value)
     assert "op=shift or op=bwn" in str(e.value)  # which operators can take them
     assert not (tmp_path / "run").exists()  # nothing was loaded or written
+
+
+def test_python_defaults_equal_the_yaml_defaults_of_the_search():
+    """SearchConfig's defaults are those of configs/search.yaml (one value per setting)."""
+    import dataclasses
+
+    from pannjax.runner import to_container
+    from pannjax.search.runner import search_config
+    from pannjax.search.steps import SearchConfig
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        yaml = to_container(compose("search"))["search"]
+    assert search_config(yaml).lam == SearchConfig().lam == yaml["lambda"] == 0.3
+    for f in dataclasses.fields(SearchConfig):
+        if f.name in yaml:
+            assert getattr(SearchConfig(), f.name) == yaml[f.name], f.name

@@ -46,7 +46,8 @@ _LOOP_KEYS = {"candidates", "use", "reference", "exclude", "lambda", "retrain_ep
 
 def search_config(search: Mapping[str, Any]) -> SearchConfig:
     fields = {k: v for k, v in search.items() if k not in _LOOP_KEYS}
-    fields["lam"] = float(search.get("lambda", 0.0))
+    if "lambda" in search:  # else SearchConfig's default, the same as configs/search.yaml's
+        fields["lam"] = float(search["lambda"])
     known = {f.name for f in dataclasses.fields(SearchConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:

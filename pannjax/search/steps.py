@@ -46,7 +46,7 @@ class SearchConfig:
     """How to search. `lam` is the config key `search.lambda`."""
 
     variant: str = "single"
-    lam: float = 0.1
+    lam: float = 0.3                     # configs/search.yaml's search.lambda
     epochs: int = 10
     alpha_lr: float = 0.05
     alpha_weight_decay: float = 0.0
