@@ -29,10 +29,9 @@ from pannjax.errors import ConfigError
 from pannjax.hw.bitflips import OperandStats
 from pannjax.hw.cost import LayerCost, Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
-from pannjax.hw.toggles import unit_toggles
+from pannjax.hw.gates.model import ACCUMULATION_GROUPS
+from pannjax.hw.toggles import unit_op_arguments, unit_op_toggles, unit_toggles
 from pannjax.hw.units import OpCount
-
-ACCUMULATION_GROUPS = ("adder", "mux", "accumulator", "subtraction")  # a unit netlist's accumulation logic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,19 +226,16 @@ def _simulate_layer(layer, cost: LayerCost, toggle_model: str, max_sim_macs: int
     xs, ws = layer_streams(layer, xv.codes, wv.codes, max_sim_macs, seed)
     simulated, measured, uniform = {}, {}, 0.0
     for u in units:
-        w_bits, w_signed = (u.w.bits, u.w.signed) if u.w is not None else (1, True)
+        args = unit_op_arguments(u)  # the cost engine's configuration of this unit
         stats = {"x_stats": OperandStats.from_codes(xs, u.x.bits, u.x.signed)} if u.unit != "xnor" else {}
         if u.unit in ("mac", "absdiff", "mf"):
-            stats["w_stats"] = OperandStats.from_codes(ws, w_bits, w_signed)
-        additions = u.per_input if u.unit == "add" else None
+            stats["w_stats"] = OperandStats.from_codes(ws, args["w_bits"], args["w_signed"])
         parts = ((simulated, simulate_unit_op(u, xs, ws)),
-                 (measured, unit_toggles(u.unit, u.x.bits, w_bits, u.acc_bits, u.x.signed, w_signed, u.fan_in,
-                                         toggle_model, arch=u.arch, additions=additions, **stats)))
+                 (measured, unit_toggles(**args, model=toggle_model, **stats)))
         for into, per_op in parts:
             for k, v in per_op.items():
                 into[k] = into.get(k, 0.0) + v * u.count / max(cost.macs, 1)
-        uniform += unit_toggles(u.unit, u.x.bits, w_bits, u.acc_bits, u.x.signed, w_signed, u.fan_in, "gates",
-                                arch=u.arch, additions=additions)["total"] * u.count / max(cost.macs, 1)
+        uniform += unit_op_toggles(u, "gates")["total"] * u.count / max(cost.macs, 1)
     return simulated, measured, int(xs.size), uniform
 
 

@@ -211,6 +211,17 @@ def _cached(unit, x_bits, w_bits, acc_bits, x_signed, w_signed, fan_in, model, a
                         additions=additions)
 
 
+def unit_op_arguments(u: UnitOp) -> dict:
+    """`unit_toggles`'s arguments for one `UnitOp` (all but `model` and the operand statistics): the one
+    place a unit operation becomes a toggle-model configuration."""
+    w_bits, w_signed = (u.w.bits, u.w.signed) if u.w is not None else (1, True)
+    if u.unit == "add":  # the count's sign is handled by the accumulation, the addend is the activation
+        w_signed = True
+    return {"unit": u.unit, "x_bits": u.x.bits, "w_bits": w_bits, "acc_bits": u.acc_bits, "x_signed": u.x.signed,
+            "w_signed": w_signed, "fan_in": u.fan_in, "arch": u.arch,
+            "additions": round(u.per_input, 6) if u.unit == "add" else None}
+
+
 def unit_op_toggles(u: UnitOp, model: str = DEFAULT_MODEL, mac_arch: str | None = None) -> dict[str, float] | None:
     """Toggles per operation of one `UnitOp` on uniform operand codes, by component with "total"; None for
     units without a bit-flip model (float units, crossbar cells, ADCs, partial-sum accumulation of analog
@@ -219,12 +230,9 @@ def unit_op_toggles(u: UnitOp, model: str = DEFAULT_MODEL, mac_arch: str | None 
         return None
     if u.unit == "mac" and mac_arch is not None:
         u = dataclasses.replace(u, arch=mac_arch)
-    w_bits, w_signed = (u.w.bits, u.w.signed) if u.w is not None else (1, True)
-    if u.unit == "add":  # the count's sign is handled by the accumulation, the addend is the activation
-        w_signed = True
-    additions = round(u.per_input, 6) if u.unit == "add" else None
-    return dict(_cached(u.unit, u.x.bits, w_bits, u.acc_bits, u.x.signed, w_signed, u.fan_in, model, u.arch,
-                        additions))
+    a = unit_op_arguments(u)
+    return dict(_cached(a["unit"], a["x_bits"], a["w_bits"], a["acc_bits"], a["x_signed"], a["w_signed"],
+                        a["fan_in"], model, a["arch"], a["additions"]))
 
 
 def equivalent_additions(mac_bits: int, x_bits: int, acc_bits: int = 32, mac_signed: bool = True,
