@@ -133,11 +133,11 @@ class BoundLayer:
                                         density=self.density, additions=self.additions))
 
 
-def _params_at(variables: Any, path: str) -> dict:
-    node = variables.get("params", {})
+def params_at(params: Any, path: str) -> Any:
+    """The parameters of the module at '/'-joined `path` in a params tree (a layer's own scope)."""
     for key in path.split("/"):
-        node = node[key]
-    return node
+        params = params[key]
+    return params
 
 
 def bound_layers(model: nn.Module, variables: Any, x: Any, capture_inputs: bool = False,
@@ -184,7 +184,7 @@ def bound_layers(model: nn.Module, variables: Any, x: Any, capture_inputs: bool 
     layers = []
     for s, inp in zip(static, captured):
         if concrete:
-            node = _params_at(variables, s["path"])
+            node = params_at(variables.get("params", {}), s["path"])
             s = dict(s, quantizer_x=bind_quantizer(s["quantizer_x"], node, "quantizer_x"),
                      quantizer_w=bind_quantizer(s["quantizer_w"], node, "quantizer_w"),
                      kernel=np.asarray(jax.device_get(node["kernel"])))

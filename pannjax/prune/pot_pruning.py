@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from pannjax.errors import ConfigError
-from pannjax.nn.bound import bind_quantizer
+from pannjax.nn.bound import bind_quantizer, params_at
 from pannjax.quant.pot import PotQuantizer
 
 
@@ -92,12 +92,6 @@ def _path(key: tuple) -> str:
     return "/".join(str(k) for k in key)
 
 
-def _node(params: Any, path: str) -> Any:
-    for key in path.split("/"):
-        params = params[key]
-    return params
-
-
 def prunable_layers(layers: Sequence[Any], exclude: str | None = None) -> dict[str, PotQuantizer]:
     """{layer path: its (unbound) weight quantizer} of the layers (`pannjax.nn.bound_layers` /
     `abstract_layers` records) whose weights are power-of-two codes and whose path does not match the
@@ -125,7 +119,7 @@ def pot_pruning(targets: Mapping[str, PotQuantizer], schedule: optax.Schedule, f
 
     def init(params):
         return PotPruneState(jnp.zeros((), jnp.int32),
-                             {p: jnp.ones(_node(params, p)["kernel"].shape, bool) for p in targets})
+                             {p: jnp.ones(params_at(params, p)["kernel"].shape, bool) for p in targets})
 
     def update(updates, state, params=None):
         if params is None:
@@ -135,7 +129,7 @@ def pot_pruning(targets: Mapping[str, PotQuantizer], schedule: optax.Schedule, f
         flat_u = flax.traverse_util.flatten_dict(updates)
         masks = {}
         for path, quantizer in targets.items():
-            node = _node(params, path)
+            node = params_at(params, path)
             kernel, key = node["kernel"], (*path.split("/"), "kernel")
             q = bind_quantizer(quantizer, node, "quantizer_w")
             m = jax.lax.cond(refresh, lambda m, p, q: m & pot_prune_mask(p, sparsity, q, prune_underflow),

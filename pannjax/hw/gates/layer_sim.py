@@ -34,7 +34,7 @@ import math
 import numpy as np
 
 from pannjax.errors import ConfigError
-from pannjax.hw.gates.model import _split_subtraction, unit_netlist_for
+from pannjax.hw.gates.model import toggles_per_operation, unit_netlist_for
 from pannjax.hw.toggles import XNOR_WORD_BITS
 from pannjax.hw.units import UnitOp, max_shift
 
@@ -111,8 +111,6 @@ def unit_ports(u: UnitOp, xs: np.ndarray, ws: np.ndarray) -> dict[str, np.ndarra
 def simulate_unit_op(u: UnitOp, xs: np.ndarray, ws: np.ndarray, delay: str = "zero") -> dict[str, float]:
     """Gate-level toggles per operation of `u` (by group, with "total") on the (K, N) operand streams of
     a layer (module docstring); for "xnor" per output. Raises when the streams hold too few operations."""
-    from pannjax.hw.gates.simulate import simulate
-
     if u.unit == "xnor":
         ports, bits, words = _xnor_words(xs, ws)
         netlist = unit_netlist_for("xnor", 1, 1, u.acc_bits, True, True, bits)
@@ -128,11 +126,7 @@ def simulate_unit_op(u: UnitOp, xs: np.ndarray, ws: np.ndarray, delay: str = "ze
         raise ConfigError(f"the layer's sampled streams hold {n_ops} {u.unit} operations: too few to simulate "
                           "(sample more outputs)")
     streams = _to_lanes(ports, _lanes(n_ops, max(MIN_STEPS, math.ceil(3 * per_output)) if split else MIN_STEPS))
-    result = simulate(netlist, streams, delay=delay).per_operation()
-    if split:
-        result["subtraction"] = _split_subtraction(streams, u.acc_bits, delay)
-        result["total"] += result["subtraction"]
-    return {k: v * words for k, v in result.items()}
+    return toggles_per_operation(netlist, streams, u.unit, u.arch, u.acc_bits, words, delay)
 
 
 __all__ = ["SIMULATED_UNITS", "simulate_unit_op", "unit_ports"]

@@ -58,14 +58,16 @@ CALIBRATION_FAN_INS = (16, 128, 1024)
 XNOR_CALIBRATION_FAN_INS = (32, 128, 1024)  # whole 32-bit words: below 32 an XNOR output is a narrower unit
 
 
-def calibration_fan_ins(unit: str) -> tuple[int, ...]:
-    """The fan-ins the factors of `unit` are fitted at."""
-    return XNOR_CALIBRATION_FAN_INS if unit == "xnor" else CALIBRATION_FAN_INS
 _CAL_ADDITIONS = 2.0  # PANN calibration streams: R = 2 additions per element
 INPUT_GROUPS = frozenset({"inputs"})
 ACCUMULATION_GROUPS = frozenset({"adder", "mux", "accumulator", "subtraction"})
 _REGISTER_DATAPATH = ("multiplier", "product", "term", "xnor")
 _REGISTER_ACCUMULATION = ("acc_input", "accumulator", "popcount")
+
+
+def calibration_fan_ins(unit: str) -> tuple[int, ...]:
+    """The fan-ins the factors of `unit` are fitted at."""
+    return XNOR_CALIBRATION_FAN_INS if unit == "xnor" else CALIBRATION_FAN_INS
 
 
 def _shift_bits(w_bits: int) -> int:
@@ -122,8 +124,6 @@ def simulated_unit_toggles(unit: str, x_bits: int, w_bits: int, acc_bits: int, x
     """Gate-level toggles per operation of `unit` (by netlist group, with "total"), simulated on
     `operations` operations drawn from `x_stats` / `w_stats` (uniform codes when None). For "xnor" an
     operation is one output of `fan_in` bits (ceil(fan_in / 32) words); for "add" one addition."""
-    from pannjax.hw.gates.simulate import simulate
-
     x = x_stats or OperandStats.uniform(x_bits, x_signed)
     w = w_stats if w_stats is not None else default_stats(unit, w_bits, w_signed, "w", "uniform")
     netlist = unit_netlist_for(unit, x.bits, w_bits, acc_bits, x.signed, w_signed, fan_in, arch)
@@ -138,6 +138,16 @@ def simulated_unit_toggles(unit: str, x_bits: int, w_bits: int, acc_bits: int, x
     rng = np.random.default_rng(seed)
     streams = unit_streams(unit, x, w, per_output, t, lanes, rng, shift_bits=_shift_bits(w_bits),
                            additions=additions, word_bits=min(XNOR_WORD_BITS, fan_in))
+    return toggles_per_operation(netlist, streams, unit, arch, acc_bits, words, delay)
+
+
+def toggles_per_operation(netlist: Netlist, streams: dict[str, np.ndarray], unit: str, arch: str | None,
+                          acc_bits: int, words: int = 1, delay: str = "zero") -> dict[str, float]:
+    """The simulated toggles per operation of `unit`'s netlist on its port streams (T, lanes), by group
+    with "total": with PANN's split subtraction (`_split_subtraction`) for "add", and per output of
+    `words` words for "xnor"."""
+    from pannjax.hw.gates.simulate import simulate
+
     result = simulate(netlist, streams, delay=delay).per_operation()
     if unit == "add" and (arch or "split") == "split":
         result["subtraction"] = _split_subtraction(streams, acc_bits, delay)
