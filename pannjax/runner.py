@@ -101,7 +101,7 @@ def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> d
     t0 = time.perf_counter()
     init = {}
     if trainer.init_from:  # fine-tuning: params/BN statistics of matching path and shape from that run
-        from pannjax.pann.convert import restore_run_variables
+        from pannjax.train.checkpoint import restore_run_variables
 
         _, start, _ = restore_run_variables(trainer.init_from, key="trainer.init_from")
         init = {"init_params": start["params"], "init_batch_stats": start["batch_stats"]}

@@ -18,7 +18,7 @@ import pytest
 from pannjax.data import (ConfigError, CorruptDataError, DataNotFoundError, Dataset, crop_and_flip, load_dataset,
                           register_dataset)
 from pannjax.data.cifar import CIFAR_STATS, normalise, read_split
-from pannjax.data.prepare import prepare
+from pannjax.data.prepare import _FromArrays, check, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,6 +198,32 @@ def test_prepare_from_fake_official_archive_round_trips(tmp_path, name, kind):
     np.testing.assert_allclose(ds.test_images, (test_uint8 / 255 - mean) / std, atol=1e-5)
     with pytest.raises(ConfigError, match="--overwrite"):
         prepare(name, tmp_path / "archive.tar.gz", tmp_path / "tfds")
+
+
+def test_prepare_removes_what_an_interrupted_prepare_left(tmp_path, monkeypatch):
+    """A killed prepare leaves tfds' `incomplete.*` dir (as big as the data set); the next prepare removes
+    it, a failing one cleans up after itself, and prepared data is never touched."""
+    _fake_archive(tmp_path / "archive.tar.gz", "cifar10", "binary", n=2)
+    leftover = tmp_path / "tfds" / "cifar10" / "incomplete.K1LLED_3.0.2"
+    (leftover / "shards").mkdir(parents=True)
+    (leftover / "shards" / "cifar10-train.array_record-00000-of-00001").write_bytes(b"\0" * 1000)
+    target = prepare("cifar10", tmp_path / "archive.tar.gz", tmp_path / "tfds")
+    assert sorted(p.name for p in (tmp_path / "tfds" / "cifar10").iterdir()) == [target.name]
+    leftover.mkdir()
+
+    def fails_midway(self, split):  # a fault while the examples are being written
+        raise OSError("disk full")
+        yield
+
+    monkeypatch.setattr(_FromArrays, "_generate_examples", fails_midway)
+    with pytest.raises(Exception, match="disk full"):
+        prepare("cifar10", tmp_path / "archive.tar.gz", tmp_path / "other")
+    assert not list((tmp_path / "other").glob("cifar10/incomplete.*"))
+    with pytest.raises(Exception, match="disk full"):
+        prepare("cifar10", tmp_path / "archive.tar.gz", tmp_path / "tfds", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "tfds" / "cifar10").iterdir()) == [target.name]
+    monkeypatch.undo()
+    assert check("cifar10", tmp_path / "tfds") == {"train": 10, "test": 2}
 
 
 def test_prepare_cli_then_check(tmp_path, capsys):

@@ -55,7 +55,9 @@ def test_a_nan_search_exits_3_naming_the_layer(tmp_path):
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: search diverged: loss nan at step ")
     assert "first non-finite: weights of " in err[0]
-    assert not (tmp_path / "results.json").exists()  # no assignment is reported for a diverged search
+    saved = json.loads((tmp_path / "results.json").read_text())  # no assignment is reported for a diverged search
+    assert saved["completed"] is False and "assignment" not in saved
+    assert saved["diverged"]["step"] == int(err[0].split("at step ")[1].split()[0])
 
 
 def test_divergence_after_a_good_epoch_keeps_the_good_checkpoint(tmp_path):
@@ -89,9 +91,9 @@ def test_the_first_layer_at_fault_is_named():
     broken = jax.tree_util.tree_map(lambda a: a, variables)
     broken["params"]["conv2"]["kernel"] = np.asarray(broken["params"]["conv2"]["kernel"]) * np.inf
     assert first_nonfinite(model, broken, x) == "weights of conv2 (kernel)"
-    check_losses([2.3, 2.2], 5, 1, model, variables, x)  # finite: nothing happens
+    check_losses([2.3, 2.2], 5, 1, lambda: first_nonfinite(model, variables, x))  # finite: nothing happens
     with pytest.raises(DivergenceError, match=r"loss inf at step 6 \(epoch 1\); first non-finite: input of stem"):
-        check_losses([2.3, np.inf], 5, 1, model, variables, np.full_like(x, np.nan))
+        check_losses([2.3, np.inf], 5, 1, lambda: first_nonfinite(model, variables, np.full_like(x, np.nan)))
 
 
 def test_pann_conversion_refuses_a_diverged_checkpoint(tmp_path):
@@ -100,7 +102,7 @@ def test_pann_conversion_refuses_a_diverged_checkpoint(tmp_path):
     import orbax.checkpoint as ocp
 
     from pannjax.errors import ConfigError
-    from pannjax.pann.convert import restore_run_variables
+    from pannjax.train.checkpoint import restore_run_variables
 
     cmd = [sys.executable, str(ROOT / "experiments" / "train.py"), f"hydra.run.dir={tmp_path}", "trainer.epochs=1",
            "model.width=8", "trainer.progress=false", "trainer.tensorboard=false"]

@@ -1,5 +1,6 @@
 """Faults a run survives: a torn or damaged metrics.jsonl, a corrupt latest checkpoint (falls back to the
-newest good one, same final numbers as an uninterrupted run), a batch larger than the data set."""
+newest good one, same final numbers as an uninterrupted run), a batch larger than the data set; a resumed
+run ends with the checkpoint set of an uninterrupted one."""
 
 import json
 from pathlib import Path
@@ -70,3 +71,17 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_newest_good_one(tmp_path,
 def test_a_batch_larger_than_the_data_set_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"trainer.batch_size=100000 is larger than the 1437 training examples"):
         run_train(_cfg("trainer.batch_size=100000"), tmp_path)
+
+
+def test_a_resumed_run_keeps_the_checkpoints_an_uninterrupted_one_keeps(tmp_path, uninterrupted):
+    """keep_checkpoints=1: the latest and the best epoch stay. Orbax prunes only what its process saved,
+    so without pruning on resume the epoch-1 checkpoint of the first process would stay too."""
+    def kept(run_dir):
+        return sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+
+    run_train(_cfg("trainer.epochs=3", "trainer.stop_after_epochs=1", "trainer.keep_checkpoints=1"), tmp_path)
+    assert kept(tmp_path) == [1]
+    run_train(_cfg("trainer.epochs=3", "trainer.keep_checkpoints=1", "trainer.resume=true"), tmp_path)
+    accuracies = [json.loads(line)["test_accuracy"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    best = 1 + max(range(3), key=lambda i: accuracies[i])
+    assert best != 1 and kept(tmp_path) == sorted({3, best})

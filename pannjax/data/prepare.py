@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import os
 import pickle
+import shutil
 import tarfile
 import zlib
 from pathlib import Path
@@ -34,6 +36,8 @@ from pannjax.data.cifar import ARCHIVES, NUM_CLASSES, read_split
 from pannjax.data.errors import CorruptDataError, DataNotFoundError
 from pannjax.data.tfds_source import data_root
 from pannjax.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _PIXELS = 32 * 32 * 3
 
@@ -227,10 +231,25 @@ class Cifar100FromArchive(_FromArrays, tfds_cifar.Cifar100, skip_registration=Tr
 _BUILDERS = {"cifar10": Cifar10FromArchive, "cifar100": Cifar100FromArchive}
 
 
+def remove_incomplete(root: Path, name: str) -> list[Path]:
+    """Delete the `incomplete.*` directories tfds writes into before renaming them into place: its own
+    clean-up runs on an exception, but a killed prepare leaves one (as big as the data set). Prepared data
+    is never touched. Returns what was removed."""
+    leftovers = sorted((root / name).glob(f"{tfds.core.constants.INCOMPLETE_PREFIX}*"))
+    for path in leftovers:
+        shutil.rmtree(path)
+    if leftovers:
+        log.warning("removed %d unfinished preparation(s) of %s: %s", len(leftovers), name,
+                    ", ".join(p.name for p in leftovers))
+    return leftovers
+
+
 def prepare(name: str, archive: str | os.PathLike, data_dir: str | os.PathLike | None = None,
             overwrite: bool = False) -> Path:
     """Write `name` from `archive` into `data_dir` (default: tfds' default data dir) in array_record
-    format; returns the dataset's version directory."""
+    format; returns the dataset's version directory. What an interrupted earlier prepare left
+    (`remove_incomplete`) is removed first, and again if this one fails; with `overwrite`, the data
+    prepared before stays in place until the new one is written, and is restored if that fails."""
     if name not in _BUILDERS:
         raise ConfigError(f"data set {name!r} cannot be prepared from an archive; valid: {', '.join(_BUILDERS)}")
     root = data_root(data_dir)
@@ -239,10 +258,22 @@ def prepare(name: str, archive: str | os.PathLike, data_dir: str | os.PathLike |
     if (target / "dataset_info.json").exists() and not overwrite:
         raise ConfigError(f"{name} is already prepared in {target}; pass --overwrite to rebuild it")
     arrays = read_archive(name, archive)
+    remove_incomplete(root, name)
+    aside = target.with_name(f"replaced.{target.name}")
+    if overwrite and target.exists():  # kept until the rebuild succeeds: a failed one puts it back
+        shutil.rmtree(aside, ignore_errors=True)
+        target.rename(aside)
     builder = cls(arrays=arrays, data_dir=os.fspath(root), file_format="array_record")
-    modes = tfds.download.GenerateMode
-    mode = modes.FORCE_REDOWNLOAD if overwrite else modes.REUSE_CACHE_IF_EXISTS
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))
+    try:
+        builder.download_and_prepare()
+    except BaseException:
+        if aside.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            aside.rename(target)
+        raise
+    finally:
+        remove_incomplete(root, name)
+    shutil.rmtree(aside, ignore_errors=True)
     return target
 
 

@@ -3,7 +3,8 @@
 Steps (PANN Sec. 5 applies its quantizer to a pre-trained network; BN folding and calibration are the
 standard PTQ preparation, our choices where the paper is silent):
   1. `load_float_run`: rebuild the model of a run of experiments/train.py from its `.hydra/config.yaml`
-     and restore the latest orbax checkpoint (missing or unreadable -> one-line ConfigError).
+     and restore its newest readable orbax checkpoint (`pannjax.train.checkpoint.restore_run_variables`;
+     missing or unreadable -> one-line ConfigError).
   2. `fold_batchnorm`: every BatchNorm that directly consumes a QConv's output is folded into it,
      W' = W * g / sqrt(v + e) (per output channel), b' = beta - m * g / sqrt(v + e); the BN is kept as a
      pure bias (scale 1, mean 0, var 1 - e), so model code is unchanged and outputs are preserved.
@@ -30,13 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-from omegaconf import OmegaConf
 
 from pannjax.errors import ConfigError
 from pannjax.nn import ArithPolicy, LayerArith, QConv, bound_layers
 from pannjax.ops import MacOperator
 from pannjax.quant import FloatQuantizer, UniformQuantizer
 from pannjax.quant.pann import PannQuantizer
+from pannjax.train.checkpoint import restore_run_variables
 
 FIRST_LAST = ("int8", "float", "same")
 FIRST_LAST_PATTERN = r"^(stem|head)$"
@@ -62,46 +63,6 @@ class FloatRun:
         from pannjax.models import build_model
 
         return build_model(self.model_name, num_classes=self.dataset.num_classes, policy=policy, **self.model_kwargs)
-
-
-def restore_run_variables(run_dir: str | Path, key: str = "checkpoint") -> tuple[dict, dict, int]:
-    """(resolved config, {"params", "batch_stats"}, epoch) of the latest orbax checkpoint of a run of
-    experiments/train.py; a missing or unreadable run dir or checkpoint raises a one-line ConfigError naming
-    `key`, the config key that gave `run_dir`."""
-    import orbax.checkpoint as ocp
-
-    from pannjax.train.checkpoint import checkpoint_manager
-    from pannjax.train.divergence import first_nonfinite
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    ckpt_dir = run_dir / "checkpoints"
-    if not cfg_path.is_file():
-        raise ConfigError(f"{key}={run_dir}: no .hydra/config.yaml there; give the run dir of "
-                          "experiments/train.py (trained with trainer.checkpoint=true)")
-    if not ckpt_dir.is_dir():
-        raise ConfigError(f"{key}={run_dir}: no checkpoints/ directory; train with trainer.checkpoint=true")
-    try:
-        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
-        if not isinstance(cfg.get("data"), dict) or not isinstance(cfg.get("model"), dict):
-            raise KeyError("data/model")
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad run dir
-        raise ConfigError(f"{key}={run_dir}: .hydra/config.yaml is unreadable ({type(e).__name__})") from None
-    try:
-        manager = checkpoint_manager(ckpt_dir, read_only=True)
-        epoch = manager.latest_step()
-        tree = None if epoch is None else manager.restore(epoch, args=ocp.args.StandardRestore())
-    except Exception as e:  # noqa: BLE001 - corrupt or foreign files
-        raise ConfigError(f"{key}={run_dir}: the orbax checkpoint could not be read ({type(e).__name__}); "
-                          "re-run experiments/train.py") from None
-    if tree is None:
-        raise ConfigError(f"{key}={run_dir}: checkpoints/ holds no checkpoint; train first")
-    variables = {"params": jax.device_get(tree["params"]), "batch_stats": jax.device_get(tree.get("batch_stats", {}))}
-    where = first_nonfinite(None, variables, None)
-    if where.startswith("weights of"):
-        raise ConfigError(f"{key}={run_dir}: epoch {epoch} holds non-finite {where}: that run diverged; "
-                          "retrain it (e.g. with a lower trainer.optimizer.learning_rate)")
-    return cfg, variables, int(epoch)
 
 
 def load_float_run(run_dir: str | Path) -> FloatRun:

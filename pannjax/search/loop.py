@@ -1,4 +1,4 @@
-"""`run_search`: the epoch loop around one jitted search step (any variant), with the sequential
+"""`run_search`: one jitted search step (any variant) run by the training loop, with the sequential
 freezing schedule and, for bi-level search, a held-out split carved from the training data.
 """
 
@@ -7,8 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
-import time
+from pathlib import Path
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -16,16 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from pannjax.data.base import Dataset
-from pannjax.runlog import append_metrics
 from pannjax.search.energy import EnergyModel
 from pannjax.search.layers import GATES, search_apply_fn, search_init
 from pannjax.search.space import SearchSpace
 from pannjax.search.steps import SearchConfig, SearchState, freeze_next, make_search_step
-from pannjax.train.divergence import check_losses
-from pannjax.train.state import OptimizerConfig, make_optimizer
+from pannjax.train.divergence import first_nonfinite
+from pannjax.train.loop import EpochProgram, TrainerConfig, run_epochs
+from pannjax.train.state import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -66,49 +64,53 @@ def freeze_steps(cfg: SearchConfig, layers: int, total_steps: int, alpha_start: 
 
 
 def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: EnergyModel, cfg: SearchConfig,
-               optimizer: OptimizerConfig, batch_size: int, seed: int, run_dir=None, progress: bool = True,
+               trainer: TrainerConfig, seed: int, run_dir: str | Path,
                on_trace: Callable[[], None] | None = None) -> tuple[SearchState, list[dict[str, Any]]]:
-    """Search `cfg.epochs` epochs; returns the final state and per-epoch records (also appended to
-    `run_dir/metrics.jsonl` when given)."""
+    """Search `cfg.epochs` epochs through the training loop (`pannjax.train.run_epochs`: checkpoints in
+    `run_dir/checkpoints`, `metrics.jsonl`, resume with `trainer.resume`, `trainer.stop_after_epochs`,
+    divergence); returns the final state and the per-epoch records. The optimiser, batch size and
+    checkpointing come from `trainer`, the number of epochs from `cfg`. The sequential variant's freezing
+    is a function of the step count and the state, so a resumed search freezes the same layers at the
+    same steps; each freeze is an event `{"step", "layer"}` of its epoch's record."""
+    batch_size = trainer.batch_size
     train_ds, val_ds = hold_out(dataset, cfg.val_fraction, seed) if cfg.variant == "bilevel" else (dataset, None)
     steps_per_epoch = train_ds.steps_per_epoch(batch_size)
     total = steps_per_epoch * cfg.epochs
     alpha_start = int(round(cfg.alpha_start_epoch * steps_per_epoch))
-    tx_w = make_optimizer(optimizer, total, steps_per_epoch)
+    tx_w = make_optimizer(trainer.optimizer, total, steps_per_epoch)
     state = create_search_state(model, space, cfg, tx_w, train_ds.train_images[:batch_size], seed)
     step = make_search_step(cfg, energy, energy.tree(state.alpha), total, alpha_start, dataset.augment, on_trace)
     freezes = freeze_steps(cfg, len(energy.order), total, alpha_start) if cfg.variant == "sequential" else []
-    history, frozen_log = [], []
-    t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        sums, n = {}, 0
+
+    def inputs(epoch):
         batches = train_ds.batches("train", batch_size, epoch=epoch, seed=seed)
-        if val_ds is not None:
-            val_iter = _cycle(val_ds, batch_size, seed)
-        for batch in tqdm(batches, total=steps_per_epoch, desc=f"search {epoch + 1}/{cfg.epochs}",
-                          disable=not (progress and sys.stderr.isatty()), leave=False):
-            state, m = step(state, batch, next(val_iter)) if val_ds is not None else step(state, batch)
-            host = jax.device_get(m)
-            check_losses([host["loss"]], int(state.step), epoch + 1, None, {"params": state.params}, None,
-                         what="search")
-            for k, v in host.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n += 1
-            while freezes and int(state.step) >= freezes[0]:
-                freezes.pop(0)
-                state, path = freeze_next(state, energy.order, cfg.freeze_order)
-                if path is not None:
-                    frozen_log.append({"step": int(state.step), "layer": path})
-        record = {"epoch": epoch + 1, "step": int(state.step), **{f"search_{k}": v / n for k, v in sums.items()},
-                  "wall_seconds": time.perf_counter() - t0}
-        history.append(record)
-        if run_dir is not None:
-            append_metrics(run_dir, record)
-        log.info("search epoch %d/%d  loss %.4f  acc %.3f  E/E_ref %.3f", epoch + 1, cfg.epochs,
-                 record["search_loss"], record["search_accuracy"], record["search_energy_rel"])
-    if frozen_log:
-        history[-1]["frozen_order"] = frozen_log
-    return state, history
+        if val_ds is None:
+            return ((b,) for b in batches)
+        return zip(batches, _cycle(val_ds, batch_size, seed))
+
+    def freeze_due(state):
+        """Freeze layers until as many are frozen as the schedule says by this step."""
+        due = sum(int(state.step) >= f for f in freezes)
+        events = []
+        while sum(bool(f) for f in jax.tree_util.tree_leaves(jax.device_get(state.frozen))) < due:
+            state, path = freeze_next(state, energy.order, cfg.freeze_order)
+            if path is None:
+                break
+            events.append({"step": int(state.step), "layer": path})
+        return state, events
+
+    program = EpochProgram(
+        name="search", step=step, inputs=inputs, steps_per_epoch=steps_per_epoch, end_of_epoch=lambda state: {},
+        where_nonfinite=lambda state, _: first_nonfinite(None, {"params": state.params}, None),
+        prefix="search_", after_step=freeze_due if freezes else None, best_metric=None,
+        log_line=lambda r: (f"loss {r['search_loss']:.4f}  acc {r['search_accuracy']:.3f}  "
+                            f"E/E_ref {r['search_energy_rel']:.3f}"))
+    return run_epochs(program, state, dataclasses.replace(trainer, epochs=cfg.epochs), run_dir)
+
+
+def frozen_order(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sequential variant's freezes in order, from the epoch records."""
+    return [event for record in history for event in record.get("events", ())]
 
 
 def _cycle(dataset: Dataset, batch_size: int, seed: int):

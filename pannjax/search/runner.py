@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from pannjax.build import load_plugins
 from pannjax.data import load_dataset
 from pannjax.data.base import Dataset
-from pannjax.errors import ConfigError
+from pannjax.errors import ConfigError, DivergenceError
 from pannjax.hw.report import build_report
 from pannjax.models import build_model
 from pannjax.nn import ArithPolicy
@@ -31,11 +31,11 @@ from pannjax.runlog import write_results
 from pannjax.runner import seed_of, to_container, trainer_config
 from pannjax.search.derive import assignment, inherit_params, layer_probabilities
 from pannjax.search.energy import energy_model
-from pannjax.search.loop import run_search
+from pannjax.search.loop import frozen_order, run_search
 from pannjax.search.space import build_search_space
 from pannjax.search.steps import SearchConfig
 from pannjax.train import train_and_evaluate
-from pannjax.train.loop import _overlay, evaluate
+from pannjax.train.loop import evaluate, overlay
 from pannjax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,13 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
         raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
     load_plugins(c.get("plugins") or [])
     run_dir = Path(run_dir)
-    with owned_run_dir(run_dir, "search", c, overwrite=bool(c.get("overwrite", False))):
-        return _search(c, run_dir, on_trace)
+    trainer = trainer_config(c["trainer"])
+    with owned_run_dir(run_dir, "search", c, resume=trainer.resume, overwrite=bool(c.get("overwrite", False)),
+                       resume_key="trainer.resume"):
+        return _search(c, run_dir, trainer, on_trace)
 
 
-def _search(c: Mapping[str, Any], run_dir: Path, on_trace: Callable[[], None] | None) -> dict[str, Any]:
+def _search(c: Mapping[str, Any], run_dir: Path, trainer, on_trace: Callable[[], None] | None) -> dict[str, Any]:
     seed, s = seed_of(c), dict(c["search"])
     data_cfg = dict(c["data"])
     dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
@@ -103,23 +105,33 @@ def _search(c: Mapping[str, Any], run_dir: Path, on_trace: Callable[[], None] | 
 
     space = build_search_space(s["candidates"], s["use"], s["reference"], s.get("exclude"))
     scfg = search_config(s)
-    trainer = trainer_config(c["trainer"])
     acc_bits = int(s.get("acc_bits", 32))
     energy = energy_model(model_for, space, dataset.image_shape, s.get("energy_table"), acc_bits)
     times: dict[str, float] = {}
 
     t = time.perf_counter()
-    state, history = run_search(model_for(space.reference_policy()), dataset, space, energy, scfg, trainer.optimizer,
-                                trainer.batch_size, seed, run_dir, progress=trainer.progress,
-                                on_trace=on_trace)
+    try:
+        state, history = run_search(model_for(space.reference_policy()), dataset, space, energy, scfg, trainer, seed,
+                                    run_dir, on_trace=on_trace)
+    except DivergenceError as e:  # no assignment is derived from a diverged search
+        write_results(run_dir, {"completed": False, "diverged": e.record, "seed": seed, "test_accuracy": None,
+                                "variant": scfg.variant})
+        raise
     times["search_seconds"] = time.perf_counter() - t
+    searched = history[-1]["epoch"] if history else 0
+    if searched < scfg.epochs:  # trainer.stop_after_epochs: trainer.resume=true continues the search
+        results = {"completed": False, "variant": scfg.variant, "seed": seed, "test_accuracy": None,
+                   "search_epochs": scfg.epochs, "search_epochs_done": searched, "search_history": history, **times}
+        write_results(run_dir, results)
+        log.info("search stopped after epoch %d of %d: resume with trainer.resume=true", searched, scfg.epochs)
+        return results
     chosen = assignment(state.alpha, state.frozen, state.choice, space)
 
     derived = model_for(space.derived_policy(chosen))
     sample = dataset.train_images[: trainer.batch_size]
     fresh = _fresh_variables(derived, sample, seed)
-    params = _overlay(fresh["params"], inherit_params(state.params, chosen))
-    before_state = recalibrated_state(derived, params, _overlay(fresh.get("batch_stats", {}), state.batch_stats), dataset,
+    params = overlay(fresh["params"], inherit_params(state.params, chosen))
+    before_state = recalibrated_state(derived, params, overlay(fresh.get("batch_stats", {}), state.batch_stats), dataset,
                                       scfg.bn_recalibration_batches, trainer.batch_size, seed)
     before = evaluate(before_state, dataset, trainer.eval_batch_size)
 
@@ -130,8 +142,7 @@ def _search(c: Mapping[str, Any], run_dir: Path, on_trace: Callable[[], None] | 
     if retrain_epochs > 0:
         opt = dataclasses.replace(trainer.optimizer, learning_rate=float(s.get("retrain_learning_rate",
                                                                             trainer.optimizer.learning_rate)))
-        retrainer = dataclasses.replace(trainer, epochs=retrain_epochs, optimizer=opt, checkpoint=False,
-                                        tensorboard=False, resume=False, stop_after_epochs=None)
+        retrainer = dataclasses.replace(trainer, epochs=retrain_epochs, optimizer=opt, stop_after_epochs=None)
         final_state, retrained = train_and_evaluate(derived, dataset, retrainer, seed, run_dir / "retrain",
                                                     init_params=before_state.params,
                                                     init_batch_stats=before_state.batch_stats)
@@ -143,8 +154,7 @@ def _search(c: Mapping[str, Any], run_dir: Path, on_trace: Callable[[], None] | 
     t = time.perf_counter()
     baseline_epochs = int(s.get("baseline_epochs", 0))
     if baseline_epochs > 0:
-        base_trainer = dataclasses.replace(trainer, epochs=baseline_epochs, checkpoint=False, tensorboard=False,
-                                           resume=False, stop_after_epochs=None)
+        base_trainer = dataclasses.replace(trainer, epochs=baseline_epochs, stop_after_epochs=None)
         _, base = train_and_evaluate(reference_model, dataset, base_trainer, seed, run_dir / "baseline")
         baseline = base["test_accuracy"]
     times["baseline_seconds"] = time.perf_counter() - t
@@ -158,7 +168,7 @@ def _search(c: Mapping[str, Any], run_dir: Path, on_trace: Callable[[], None] | 
     derived_report.save(run_dir, "power_report")
     e_derived, e_ref = derived_report.total_energy_pj, ref_report.total_energy_pj
     results = {
-        "variant": scfg.variant, "lambda": scfg.lam, "seed": seed, "data": c["data"]["name"], "model": model_name,
+        "completed": True, "variant": scfg.variant, "lambda": scfg.lam, "seed": seed, "data": c["data"]["name"], "model": model_name,
         "experiment": (c.get("experiment") or {}).get("name") if isinstance(c.get("experiment"), dict) else c.get("experiment"),
         "candidates": list(space.names), "reference": space.reference.name,
         "assignment": chosen, "probabilities": layer_probabilities(state.alpha, space),
@@ -169,7 +179,7 @@ def _search(c: Mapping[str, Any], run_dir: Path, on_trace: Callable[[], None] | 
         "test_accuracy": after if after is not None else before["accuracy"],
         "baseline_accuracy": baseline,
         "accuracy_loss_vs_baseline": None if baseline is None else baseline - (after if after is not None else before["accuracy"]),
-        "search_history": history, "search_epochs": scfg.epochs, "retrain_epochs": retrain_epochs,
+        "search_history": history, "frozen_order": frozen_order(history), "search_epochs": scfg.epochs, "retrain_epochs": retrain_epochs,
         "baseline_epochs": baseline_epochs, **times, "total_seconds": sum(times.values()),
     }
     write_results(run_dir, results)

@@ -1,6 +1,6 @@
 """Divergence: a non-finite loss stops a run with one line naming where it went wrong.
 
-`check_losses(losses, first_step, epoch, ...)` is called on the per-step losses as the loop reads them
+`check_losses(losses, first_step, epoch, where)` is called on the per-step losses as the loop reads them
 back (every `trainer.log_every` steps, no extra device sync); on the first non-finite one it raises
 `DivergenceError` with the step, the epoch and the first layer at fault, found by `first_nonfinite`:
 the first parameter leaf (in the model's definition order) that is not finite, else -- all parameters
@@ -11,7 +11,7 @@ last good checkpoint stays the newest one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -37,16 +37,16 @@ def first_nonfinite(model: Any, variables: dict, images: Any) -> str:
     return "no layer (weights and layer inputs finite)"
 
 
-def check_losses(losses: Any, first_step: int, epoch: int, model: Any, variables: dict, images: Any,
-                 what: str = "training") -> None:
+def check_losses(losses: Any, first_step: int, epoch: int, where: Callable[[], str], what: str = "training") -> None:
     """Raise `DivergenceError` at the first non-finite value of `losses` (the losses of steps
-    first_step, first_step + 1, ...; `epoch` 1-based)."""
+    first_step, first_step + 1, ...; `epoch` 1-based); `where()` (called only then, e.g. `first_nonfinite`
+    on the state and batch at hand) names the layer at fault."""
     losses = np.asarray(losses, np.float64).ravel()
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size == 0:
         return
     step = first_step + int(bad[0])
-    where = first_nonfinite(model, variables, images)
+    where = where()
     raise DivergenceError(f"{what} diverged: loss {losses[bad[0]]} at step {step} (epoch {epoch}); first "
                           f"non-finite: {where}. Lower the learning rate or check the inputs; nothing was "
                           "checkpointed after the last good epoch", step=step, epoch=epoch, layer=where)

@@ -1,12 +1,14 @@
-"""`train_and_evaluate`: the one training loop every experiment uses (Flax-examples style).
+"""The one epoch loop (`run_epochs`) every method runs through, and supervised training on it
+(`train_and_evaluate`, Flax-examples style).
 
-Per epoch: jitted train steps over the deterministic batches of `(seed, epoch)`, a full test-set
-evaluation, one line in `metrics.jsonl`, and an orbax checkpoint. A non-finite loss stops the run
-(`pannjax.train.divergence`: `DivergenceError` naming the step, the epoch and the first layer at fault)
-before anything is checkpointed after it. The progress bar shows on a terminal only; in a log file each
-epoch is one log line. With `resume=True` the latest
-checkpoint in `run_dir/checkpoints` is restored and training continues with the same batches and rngs,
-so the final numbers equal those of an uninterrupted run.
+A method is an `EpochProgram`: a jitted step, the deterministic step inputs of each epoch (batches of
+`(seed, epoch)`), an optional host-side hook after each step and the fields added at the end of an
+epoch. The loop owns everything around it, the same for training and the ENOS search: one line in
+`metrics.jsonl` per epoch, an orbax checkpoint per epoch (`pannjax.train.checkpoint`), resume from the
+latest good checkpoint with the same numbers as an uninterrupted run, `stop_after_epochs`, and the
+divergence check -- a non-finite loss stops the run (`pannjax.train.divergence`: `DivergenceError`
+naming the step, the epoch and the first layer at fault) before anything is checkpointed after it. The
+progress bar shows on a terminal only; in a log file each epoch is one log line.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import flax.linen as nn
 from flax import traverse_util
@@ -30,8 +32,9 @@ from tqdm.auto import tqdm
 from pannjax.data.base import Dataset
 from pannjax.errors import ConfigError
 from pannjax.runlog import ScalarLog
-from pannjax.train.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
-from pannjax.train.divergence import check_losses
+from pannjax.train.checkpoint import (BEST_METRIC, checkpoint_manager, prune_checkpoints, restore_checkpoint,
+                                     save_checkpoint)
+from pannjax.train.divergence import check_losses, first_nonfinite
 from pannjax.train.sharding import data_mesh, replicate, shard_batch
 from pannjax.train.state import (OptimizerConfig, TrainState, create_train_state, learning_rate_schedule,
                                  make_optimizer)
@@ -108,12 +111,110 @@ def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
     return records
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochProgram:
+    """A method as the epoch loop runs it: training and the ENOS search are both one of these.
+
+    `step(state, *inputs) -> (state, metrics)` is the jitted step (metrics hold at least "loss");
+    `inputs(epoch)` yields the step inputs of a 0-based epoch, deterministic in it (a resumed run sees the
+    same batches); `after_step(state) -> (state, events)` runs on the host after each step (the sequential search's
+    freezing; it must depend on the state only, so a resumed run repeats it; the events, dicts, are
+    listed in the epoch's record under "events");
+    `end_of_epoch(state) -> dict` adds fields to the epoch's record (the test evaluation);
+    `where_nonfinite(state, inputs) -> str` names the first layer at fault when a loss is not finite.
+    Per-step metrics are averaged over the epoch as `<prefix><name>`."""
+
+    name: str
+    step: Callable[..., tuple[Any, dict]]
+    inputs: Callable[[int], Iterable[tuple]]
+    steps_per_epoch: int
+    end_of_epoch: Callable[[Any], dict]
+    where_nonfinite: Callable[[Any, tuple], str]
+    prefix: str = "train_"
+    after_step: Callable[[Any], tuple[Any, list[dict]]] | None = None
+    best_metric: str | None = BEST_METRIC
+    log_line: Callable[[dict], str] | None = None
+
+
+def run_epochs(program: EpochProgram, state: Any, trainer: TrainerConfig, run_dir: str | Path,
+               prepare: Callable[[Any], Any] | None = None) -> tuple[Any, list[dict]]:
+    """Run `program` for `trainer.epochs` epochs from `state` (a fresh state; with `trainer.resume` the
+    latest checkpoint in `run_dir/checkpoints` replaces it and the run continues there, with the same
+    numbers as an uninterrupted one). `prepare(state)` places a state on the devices (after a restore).
+    Returns the final state and the per-epoch records, which are also appended to `metrics.jsonl`
+    (and TensorBoard); a checkpoint is written after every epoch."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manager = None
+    if trainer.checkpoint:
+        manager = checkpoint_manager(run_dir / "checkpoints", trainer.keep_checkpoints, best_metric=program.best_metric)
+    metrics_path = run_dir / "metrics.jsonl"
+    start_epoch, history = 0, []
+    if trainer.resume and manager is not None and manager.latest_step() is not None:
+        state, start_epoch = restore_checkpoint(manager, state)
+        history = _read_metrics(metrics_path, start_epoch)
+        log.info("resumed from %s at epoch %d", manager.directory, start_epoch)
+    elif trainer.resume:
+        log.info("trainer.resume=true but no checkpoint in %s: starting from scratch", run_dir / "checkpoints")
+    metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))  # the resumed past
+    if prepare is not None:
+        state = prepare(state)
+
+    scalars = ScalarLog(run_dir, trainer.tensorboard)
+    wall_before = history[-1]["wall_seconds"] if history else 0.0
+    t0 = time.perf_counter()
+    last_epoch = trainer.epochs if trainer.stop_after_epochs is None else min(
+        trainer.epochs, start_epoch + trainer.stop_after_epochs)
+    for epoch in range(start_epoch, last_epoch):
+        sums, n, pending, events = {}, 0, [], []
+        bar = tqdm(program.inputs(epoch), total=program.steps_per_epoch,
+                   desc=f"{program.name} {epoch + 1}/{trainer.epochs}",
+                   disable=not (trainer.progress and _terminal()), leave=False)
+
+        def flush(sums, n, pending, inputs):  # read the metrics back; a non-finite loss stops the run here
+            host = jax.device_get(pending)
+            check_losses([m["loss"] for m in host], int(state.step) - len(host) + 1, epoch + 1,
+                         lambda: program.where_nonfinite(state, inputs), what=program.name)
+            return _accumulate(sums, n, host)
+
+        for inputs in bar:
+            state, m = program.step(state, *inputs)
+            pending.append(m)
+            if program.after_step is not None:
+                state, new_events = program.after_step(state)
+                events.extend(new_events)
+            if len(pending) == trainer.log_every:
+                sums, n = flush(sums, n, pending, inputs)
+                pending = []
+                bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
+        if pending:
+            sums, n = flush(sums, n, pending, inputs)
+        record = {"epoch": epoch + 1, "step": int(state.step),
+                  **{f"{program.prefix}{k}": v / n for k, v in sums.items()}, **program.end_of_epoch(state),
+                  "wall_seconds": wall_before + time.perf_counter() - t0}
+        if events:
+            record["events"] = events
+        scalars.write(record)
+        history.append(record)
+        log.info("%s epoch %d/%d  %s", program.name, epoch + 1, trainer.epochs,
+                 program.log_line(record) if program.log_line else f"loss {record[program.prefix + 'loss']:.4f}")
+        if manager is not None:
+            metrics = {program.best_metric: record[program.best_metric]} if program.best_metric else None
+            save_checkpoint(manager, epoch + 1, state, metrics)
+    scalars.close()
+    if manager is not None:  # orbax prunes only what this process saved: a resumed run ends with the same set
+        prune_checkpoints(manager, trainer.keep_checkpoints, program.best_metric)
+        manager.close()
+    return state, history
+
+
 def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfig, seed: int,
                        run_dir: str | Path, init_params: Any | None = None,
                        init_batch_stats: Any | None = None,
                        tx_tail: Callable[[int], optax.GradientTransformation] | None = None,
                        ) -> tuple[TrainState, dict[str, Any]]:
-    """Train `model` on `dataset`; returns the final state and the results record.
+    """Train `model` on `dataset` (`run_epochs` with the supervised train step and a test-set evaluation
+    per epoch); returns the final state and the results record.
 
     `init_params`/`init_batch_stats` (e.g. from a float checkpoint) replace the matching entries of the
     fresh initialisation, for fine-tuning a converted network. `tx_tail(total_steps)` (e.g. PoT pruning,
@@ -122,8 +223,10 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
     if trainer.batch_size > len(dataset.train_labels):
         raise ConfigError(f"trainer.batch_size={trainer.batch_size} is larger than the {len(dataset.train_labels)} "
                           f"training examples: use at most {len(dataset.train_labels)}")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    mesh = data_mesh()  # data parallel over every local device (pannjax/train/sharding.py)
+    if trainer.batch_size % mesh.size:
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size} must be a multiple of the {mesh.size} devices "
+                          "used for data-parallel training")
     steps_per_epoch = dataset.steps_per_epoch(trainer.batch_size)
     total_steps = steps_per_epoch * trainer.epochs
     tx = make_optimizer(trainer.optimizer, total_steps, steps_per_epoch)
@@ -133,69 +236,26 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
     sample = dataset.train_images[: min(trainer.batch_size, len(dataset.train_images))]
     state = create_train_state(model, tx, sample, seed)
     if init_params is not None:
-        params = _overlay(state.params, init_params)
+        params = overlay(state.params, init_params)
         state = state.replace(params=params, opt_state=tx.init(params))
     if init_batch_stats is not None:
-        state = state.replace(batch_stats=_overlay(state.batch_stats, init_batch_stats))
-
-    manager = checkpoint_manager(run_dir / "checkpoints", trainer.keep_checkpoints) if trainer.checkpoint else None
-    metrics_path = run_dir / "metrics.jsonl"
-    start_epoch, history = 0, []
-    if trainer.resume and manager is not None and manager.latest_step() is not None:
-        state, start_epoch = restore_checkpoint(manager, state)
-        history = _read_metrics(metrics_path, start_epoch)
-        log.info("resumed from %s at epoch %d", manager.directory, start_epoch)
-    elif trainer.resume:
-        log.info("trainer.resume=true but no checkpoint in %s: starting from scratch", run_dir / "checkpoints")
-    mesh = data_mesh()  # data parallel over every local device (pannjax/train/sharding.py)
-    if trainer.batch_size % mesh.size:
-        raise ConfigError(f"trainer.batch_size={trainer.batch_size} must be a multiple of the {mesh.size} devices "
-                          "used for data-parallel training")
-    metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))  # the resumed past
-    state = replicate(state, mesh)
+        state = state.replace(batch_stats=overlay(state.batch_stats, init_batch_stats))
 
     train_step = make_train_step(dataset.augment)
-    scalars = ScalarLog(run_dir, trainer.tensorboard)
-    wall_before = history[-1]["wall_seconds"] if history else 0.0
-    t0 = time.perf_counter()
-    last_epoch = trainer.epochs if trainer.stop_after_epochs is None else min(
-        trainer.epochs, start_epoch + trainer.stop_after_epochs)
-    for epoch in range(start_epoch, last_epoch):
-        sums, n = {"loss": 0.0, "accuracy": 0.0}, 0
-        bar = tqdm(dataset.batches("train", trainer.batch_size, epoch=epoch, seed=seed), total=steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{trainer.epochs}", disable=not (trainer.progress and _terminal()),
-                   leave=False)
-        pending = []
 
-        def flush(sums, n, pending, batch):  # read the losses back; a non-finite one stops the run here
-            host = jax.device_get(pending)
-            check_losses([m["loss"] for m in host], int(state.step) - len(host) + 1, epoch + 1, model,
-                         {"params": state.params, "batch_stats": state.batch_stats}, batch["image"])
-            return _accumulate(sums, n, host)
-
-        for batch in bar:
-            state, m = train_step(state, shard_batch(batch, mesh))
-            pending.append(m)
-            if len(pending) == trainer.log_every:
-                sums, n = flush(sums, n, pending, batch)
-                pending = []
-                bar.set_postfix(loss=f"{sums['loss'] / n:.4f}", acc=f"{sums['accuracy'] / n:.3f}")
-        if pending:
-            sums, n = flush(sums, n, pending, batch)
+    def end_of_epoch(state):
         test = evaluate(state, dataset, trainer.eval_batch_size, mesh=mesh)
-        record = {"epoch": epoch + 1, "step": int(state.step), "train_loss": sums["loss"] / n,
-                  "train_accuracy": sums["accuracy"] / n, "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                  "lr": float(lr_at(int(state.step))),
-                  "wall_seconds": wall_before + time.perf_counter() - t0}
-        scalars.write(record)
-        history.append(record)
-        log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  test_acc %.4f", epoch + 1, trainer.epochs,
-                 record["train_loss"], record["train_accuracy"], record["test_accuracy"])
-        if manager is not None:
-            save_checkpoint(manager, epoch + 1, state, {"test_accuracy": test["accuracy"]})
-    scalars.close()
-    if manager is not None:
-        manager.close()
+        return {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": float(lr_at(int(state.step)))}
+
+    program = EpochProgram(
+        name="training", step=lambda state, batch: train_step(state, shard_batch(batch, mesh)),
+        inputs=lambda epoch: ((b,) for b in dataset.batches("train", trainer.batch_size, epoch=epoch, seed=seed)),
+        steps_per_epoch=steps_per_epoch, end_of_epoch=end_of_epoch,
+        where_nonfinite=lambda state, inputs: first_nonfinite(
+            model, {"params": state.params, "batch_stats": state.batch_stats}, inputs[0]["image"]),
+        log_line=lambda r: (f"train_loss {r['train_loss']:.4f}  train_acc {r['train_accuracy']:.4f}  "
+                            f"test_acc {r['test_accuracy']:.4f}"))
+    state, history = run_epochs(program, state, trainer, run_dir, prepare=lambda s: replicate(s, mesh))
 
     final = history[-1] if history else {}
     best = max(history, key=lambda r: r["test_accuracy"]) if history else {}
@@ -217,13 +277,13 @@ def _terminal() -> bool:
 
 def _accumulate(sums: dict, n: int, host: list[dict]) -> tuple[dict, int]:
     for m in host:
-        for k in sums:
-            sums[k] += float(m[k])
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
         n += 1
     return sums, n
 
 
-def _overlay(fresh: Any, given: Any) -> Any:
+def overlay(fresh: Any, given: Any) -> Any:
     """`fresh` with every leaf that `given` also has (same path and shape) taken from `given`."""
     flat_fresh = traverse_util.flatten_dict(fresh)
     flat_given = traverse_util.flatten_dict(given)
