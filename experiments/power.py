@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
     print(f"analytic vs simulated: max |rel. error| {res['max_abs_rel_error_analytic_vs_sim']:.2%}; "
           f"signed/unsigned accumulator toggles at b=8: "
           f"{next(r['ratio'] for r in res['signed_vs_unsigned_accumulation'] if r['bits'] == max(cfg.bits)):.2f}x; "
-          f"{res['wall_time_s']:.1f} s")
+          f"{res['wall_seconds']:.1f} s")
     if res["gates"]:
         print(f"gate model vs gate-level simulation: max |rel. error| "
               f"{res['gates']['max_abs_rel_error_gates_vs_sim']:.2%} over {len(res['gates']['gate_check'])} rows")

@@ -25,7 +25,6 @@ runs, then writes `summary.md`, `summary.json` and `summary.png` into the sweep 
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -37,7 +36,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from pannjax.errors import ConfigError
-from pannjax.runlog import to_jsonable
+from pannjax.results import check_column
+from pannjax.runlog import write_json
 from pannjax.sweep import collect_results, group_mean, markdown_table, plot_pareto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,14 @@ def load_experiment(name: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{path}: experiment.expected.{unknown[0]} is not a known key; "
                           f"valid: {', '.join(sorted(EXPECTED_KEYS))}")
+    plot = meta.get("plot") or {}
+    named = [*((f"experiment.columns[{i}]", c) for i, c in enumerate(meta.get("columns") or [])),
+             *((f"experiment.group_by[{i}]", c) for i, c in enumerate(meta.get("group_by") or [])),
+             *((f"experiment.plot.{axis}", plot[axis]) for axis in ("x", "y") if axis in plot)]
+    if (meta.get("expected") or {}).get("metric"):
+        named.append(("experiment.expected.metric", meta["expected"]["metric"]))
+    for where, column in named:  # the table reads results.json through its schema only
+        check_column(str(column), f"{path}: {where}", entry)
     return cfg
 
 
@@ -178,7 +186,7 @@ def summarize(sweep_dir: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     summary = {"experiment": meta.get("name"), "rows": grouped, "columns": columns, "expected": comparison,
                "claims": expected.get("claims", []), "source": expected.get("source"),
                "plot": str(plot_path)}
-    (sweep_dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2, sort_keys=True) + "\n")
+    write_json(sweep_dir / "summary.json", summary)
     return {"text": text, **summary}
 
 

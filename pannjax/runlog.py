@@ -1,4 +1,4 @@
-"""Machine-readable run outputs: `results.json` and `metrics.jsonl` in a run directory."""
+"""Machine-readable run outputs: atomic JSON files and the per-epoch `metrics.jsonl` of a run directory."""
 
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_results(run_dir: str | os.PathLike, results: dict[str, Any]) -> Path:
-    """Write `results.json` atomically (temp file + rename), so a reader never sees half a file."""
-    path = Path(run_dir) / "results.json"
+def write_json(path: str | os.PathLike, value: Any) -> Path:
+    """Write `value` as JSON to `path` atomically (temp file + rename), so a reader never sees half a
+    file. A run's own `results.json` goes through `pannjax.results.write_results` (the schema)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_jsonable(results), indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(value), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return path
 

@@ -16,15 +16,15 @@ import jax
 import jax.numpy as jnp
 from omegaconf import DictConfig, OmegaConf
 
-from pannjax.build import build_policy, build_quantizers, load_plugins
+from pannjax.build import build_policy, load_plugins
 from pannjax.data import load_dataset
 from pannjax.errors import ConfigError, DivergenceError
 from pannjax.hw.report import NetworkReport, build_report
 from pannjax.models import build_model
 from pannjax.nn import abstract_layers
 from pannjax.prune import pruning_from_config, weight_sparsity
-from pannjax.rundir import config_hash, owned_run_dir
-from pannjax.runlog import write_results
+from pannjax.results import write_results
+from pannjax.rundir import owned_run_dir
 from pannjax.sweep import flatten
 from pannjax.train import OptimizerConfig, TrainerConfig, train_and_evaluate
 
@@ -109,8 +109,8 @@ def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> d
         state, results = train_and_evaluate(model, dataset, trainer, seed_of(c), run_dir, tx_tail=pruning,
                                             **init)
     except DivergenceError as e:  # the run dir says so too: not completed, where it diverged
-        write_results(run_dir, {"completed": False, "diverged": e.record, "seed": seed_of(c),
-                                "test_accuracy": None, "data": c["data"]["name"], "model": c["model"]["name"]})
+        write_results(run_dir, "train", {**stopped_record(seed_of(c), time.perf_counter() - t0), "diverged": e.record,
+                                         "data": c["data"]["name"], "model": c["model"]["name"]}, c)
         raise
     report = network_report(model, state, dataset)
     report.save(run_dir)
@@ -119,11 +119,16 @@ def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> d
         "experiment": (c.get("experiment") or {}).get("name"), "process_seconds": time.perf_counter() - t0,
         "energy_pj": report.total_energy_pj, "toggles": report.totals()["toggles"], "macs": report.total_macs,
         "prune": c.get("prune") or {"name": "none"}, "weight_sparsity": weight_sparsity(state.params),
-        "config_hash": config_hash(c),
     })
-    write_results(run_dir, results)
+    results = write_results(run_dir, "train", results, c)
     log.info("test_accuracy %.4f  -> %s", results["test_accuracy"] or float("nan"), Path(run_dir) / "results.json")
     return results
+
+
+def stopped_record(seed: int, wall_seconds: float) -> dict[str, Any]:
+    """The common results keys of a run that stopped before it had a network to report."""
+    return {"completed": False, "seed": seed, "test_accuracy": None, "energy_pj": None, "toggles": None,
+            "wall_seconds": wall_seconds}
 
 
 def objective(results: Mapping[str, Any], keys: Sequence[str] | str | None) -> float | tuple[float, ...]:

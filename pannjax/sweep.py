@@ -25,7 +25,8 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from pannjax.errors import ConfigError
-from pannjax.runlog import write_results
+from pannjax.results import read_results
+from pannjax.runlog import write_json
 
 
 def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -41,15 +42,17 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def collect_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One flat row per run `results.json` below `sweep_dir` (sweep summaries, which hold "runs", skipped)."""
+    """One flat row per run `results.json` below `sweep_dir`, each validated against the results schema
+    (`pannjax.results`); sweep summaries, which hold "runs", are skipped."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise ConfigError(f"sweep directory {root} does not exist")
     rows = []
     for path in sorted(root.rglob("results.json")):
         record = json.loads(path.read_text())
-        if "runs" in record:  # a (nested) sweep summary, not a run
+        if isinstance(record, dict) and "runs" in record:  # a (nested) sweep summary, not a run
             continue
+        record = read_results(path)  # the results schema: an older or foreign record is refused by name
         row = flatten(record)
         overrides = path.parent / ".hydra" / "overrides.yaml"
         row["overrides"] = " ".join(yaml.safe_load(overrides.read_text()) or []) if overrides.is_file() else ""
@@ -98,7 +101,7 @@ def write_summary(sweep_dir: str | Path, columns: Sequence[str], group_by: Seque
     (the runs table, then the `group_mean` table when `group_by` is given); return the rows."""
     rows = collect_results(sweep_dir)
     groups = group_mean(rows, group_by, values) if group_by else []
-    write_results(sweep_dir, {"runs": rows, "columns": list(columns), "groups": groups})
+    write_json(Path(sweep_dir) / "results.json", {"runs": rows, "columns": list(columns), "groups": groups})
     text = markdown_table(rows, columns)
     if group_by:
         text += "\n" + markdown_table(groups, [*group_by, "n", *(f"{v}.{s}" for v in values for s in ("mean", "std"))])

@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 from pannjax.errors import ConfigError
+from pannjax.results import check_column
 from pannjax.sweep import collect_results, markdown_table, pareto_front, plot_pareto
 
 DEFAULT_COLUMNS = ["variant", "lambda", "energy_pj", "energy_rel", "accuracy_before_retraining",
-                   "accuracy_after_retraining", "baseline_accuracy", "total_seconds", "overrides"]
+                   "accuracy_after_retraining", "baseline_accuracy", "wall_seconds", "overrides"]
 
 
 def main(argv=None) -> int:
@@ -28,6 +29,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="PNG path (default: <sweep_dir>/pareto.png)")
     args = parser.parse_args(argv)
     try:
+        for where, column in [*(("--columns", c) for c in args.columns), ("--x", args.x), ("--y", args.y),
+                              ("--label", args.label)]:
+            check_column(column, where)
         rows = collect_results(args.sweep_dir)
         if not rows:
             raise ConfigError(f"no results.json below {args.sweep_dir}")

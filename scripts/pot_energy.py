@@ -1,5 +1,5 @@
 """Network-level energy ratio uniform-MAC / PoT-BAC (pannjax/hw/accelerator.py) for the digits CNN and
-ResNet-20 shapes, with and without pruning; writes results.json and results.md into --out.
+ResNet-20 shapes, with and without pruning; writes pot_energy.json and pot_energy.md into --out.
 
     python scripts/pot_energy.py --out /tmp/runs/pot_energy [--sweep /tmp/runs/pot_sparsity]
 
@@ -24,7 +24,7 @@ from pannjax.build import build_policy
 from pannjax.hw.accelerator import AcceleratorModel, PeLayer, break_even_dsp_pj, energy_ratio, pe_layers
 from pannjax.models import build_model
 from pannjax.nn import bound_layers
-from pannjax.runlog import write_results
+from pannjax.runlog import write_json
 from pannjax.sweep import collect_results, markdown_table
 
 NETWORKS = {"digits_cnn": ((8, 8, 1), {"name": "digits_cnn"}),
@@ -91,9 +91,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, cols)
-    write_results(out, {"rows": rows, "columns": cols, "paper_claim": ">= 1.4x on ZCU104 (arXiv 2209.15257)",
-                        "units": {m: models[m].row["description"] for m in models}})
-    (out / "results.md").write_text(table)
+    write_json(out / "pot_energy.json", {"rows": rows, "columns": cols,
+                                         "paper_claim": ">= 1.4x on ZCU104 (arXiv 2209.15257)",
+                                         "units": {m: models[m].row["description"] for m in models}})
+    (out / "pot_energy.md").write_text(table)
     print(table)
     return 0
 

@@ -196,7 +196,10 @@ def test_sweep_rows_table_and_seed_means(tmp_path):
     for i, (q, seed, acc) in enumerate([("uniform", 0, 0.9), ("uniform", 1, 0.8), ("pot", 0, 0.7)]):
         run = tmp_path / f"{i}_run"
         (run / ".hydra").mkdir(parents=True)
-        (run / "results.json").write_text(json.dumps({"quant": {"name": q}, "seed": seed, "test_accuracy": acc}))
+        record = {"entry": "train", "completed": False, "quant": {"name": q}, "seed": seed, "test_accuracy": acc,
+                  "energy_pj": None, "toggles": None, "wall_seconds": 1.0, "config_hash": "0" * 16,
+                  "version": "0.1.0", "git_commit": None}  # the common keys of the results schema
+        (run / "results.json").write_text(json.dumps(record))
         (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"quant={q}", f"seed={seed}"]))
     rows = collect_results(tmp_path)
     assert [(r["quant.name"], r["seed"]) for r in rows] == [("uniform", 0), ("uniform", 1), ("pot", 0)]

@@ -1,10 +1,11 @@
 """experiments/power.py end to end on a tiny configuration."""
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from pannjax.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,9 +19,9 @@ def test_power_experiment_writes_tables_plots_and_results(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads((out / "results.json").read_text())
+    res = read_results(out / "results.json")  # the power results schema
     for key in ("toggles_per_mac", "simulator_check", "signed_vs_unsigned_accumulation",
-                "weight_only_quantization", "repeated_additions", "power_equivalence", "wall_time_s"):
+                "weight_only_quantization", "repeated_additions", "power_equivalence", "wall_seconds"):
         assert key in res
     assert res["max_abs_rel_error_analytic_vs_sim"] < 0.05
     assert len(res["toggles_per_mac"]) == 2 * 2 * 2

@@ -89,7 +89,9 @@ def test_paper_experiments_record_their_source_and_claims(tmp_path):
         assert expected["source"] and expected["claims"], name
     run = tmp_path / "0"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps({"variant": "single", "lambda": 0.3, "test_accuracy": 0.9,
+    common = {"entry": "search", "completed": False, "seed": 0, "energy_pj": None, "toggles": None,
+              "wall_seconds": 1.0, "config_hash": "0" * 16, "version": "0.1.0", "git_commit": None}
+    (run / "results.json").write_text(json.dumps({**common, "variant": "single", "lambda": 0.3, "test_accuracy": 0.9,
                                                   "energy_rel": 0.4}))
     meta = {"name": "enos_shufflenet_cifar10", **load_experiment("enos_shufflenet_cifar10")["experiment"]}
     summary = summarize(tmp_path, meta)

@@ -1,7 +1,6 @@
 """ENOS search: compile-once steps, expected energy, sequential freezing, derivation, CIFAR mock, end to end."""
 
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ from pannjax.search import (GATES, SearchConfig, build_search_space, energy_mode
                             search_init)
 from pannjax.search.layers import contraction_groups
 from pannjax.search.loop import create_search_state
+from pannjax.results import read_results
 from pannjax.search.runner import run_search_experiment
 from pannjax.search.steps import freeze_next, make_search_step, probabilities
 from pannjax.train.state import OptimizerConfig, make_optimizer
@@ -182,8 +182,8 @@ def test_variant_end_to_end_on_digits_compiles_once(tmp_path, variant, use):
     traces = []
     results = run_search_experiment(cfg, tmp_path, on_trace=lambda: traces.append(1))
     assert len(traces) == 1, f"{variant} step traced {len(traces)} times"
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["variant"] == variant and set(saved["assignment"]) == {"stem", "conv1", "conv2", "head"}
+    saved = read_results(tmp_path / "results.json")  # the search results schema
+    assert saved["variant"] == variant and saved["completed"] is True and set(saved["assignment"]) == {"stem", "conv1", "conv2", "head"}
     assert set(saved["assignment"].values()) <= set(use)
     assert 0 < saved["energy_rel"] <= 1.0 + 1e-9        # every candidate is at most as dear as all-mac8
     expected = sum(saved["energy_table_pj"][p][n] for p, n in saved["assignment"].items())

@@ -22,7 +22,7 @@ from pannjax.hw.gate_study import run_gate_study
 from pannjax.hw.toggle_sim import MacConfig, mean_toggles
 from pannjax.hw.toggles import equivalent_additions
 from pannjax.rundir import owned_run_dir
-from pannjax.runlog import write_results
+from pannjax.results import write_results
 
 
 def _uniform_streams(cfg: MacConfig, fan_in: int, units: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -168,9 +168,9 @@ def _study(cfg: DictConfig, out_dir: Path, t0: float) -> dict:
                                              + ("\n" + gate_markdown(gates, b_main) if gates else ""))
     if cfg.plots:
         _plots(results, out_dir, b_main)
-    results["wall_time_s"] = time.perf_counter() - t0
-    write_results(out_dir, results)
-    return results
+    results.update({"completed": True, "test_accuracy": None, "energy_pj": None, "toggles": None,
+                    "seed": int(cfg.simulate.seed), "wall_seconds": time.perf_counter() - t0})
+    return write_results(out_dir, "power", results, results["config"])
 
 
 def _markdown(res: dict, b_main: int) -> str:

@@ -16,6 +16,9 @@ mode=sweep: from one model, accuracy and power of PANN over a grid of (b_x, R) -
   re-quantization of the stored weights -- next to uniform b-bit PTQ for b = 2..8; writes sweep.csv,
   sweep.md and sweep.png (power on x, accuracy on y).
 mode=table: the solver's (b_x, R) for b = 2..8 (budget_table.md).
+results.json follows the `pann.<mode>` results schema (`pannjax.results`); in convert mode the common
+`test_accuracy`, `energy_pj` and `toggles` are those of the PANN network of the first budget, in sweep and
+table mode (no single network) they are null.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from pannjax.pann.convert import (FIRST_LAST_PATTERN, Converted, collect_layer_i
                                   freeze_weights, load_float_run, pann_policy, uniform_policy)
 from pannjax.pann.power import DEFAULT_MODEL, mac_toggles, network_toggles, summarize
 from pannjax.rundir import owned_run_dir
-from pannjax.runlog import to_jsonable, write_results
+from pannjax.results import write_results
+from pannjax.runlog import to_jsonable
 
 log = logging.getLogger(__name__)
 MODES = ("convert", "sweep", "table")
@@ -84,7 +88,7 @@ def _power(conv: Converted, sample, arithmetic: str, first_last: str, power_mode
     tog = float(sum(l["toggles"] for l in converted if l["toggles"] is not None))
     macs = int(sum(l["macs"] for l in converted))
     out = {"toggles": tog, "toggles_per_mac": tog / max(macs, 1), "network_toggles": s["toggles"],
-           "energy_pJ": s["energy_pJ"], "arithmetic": arithmetic,
+           "energy_pj": s["energy_pj"], "arithmetic": arithmetic,
            "layers": [{k: l[k] for k in ("path", "kind", "macs", "fan_in", "x_format", "w_format", "additions",
                                           "toggles_per_mac", "toggles", "energy_pj")} for l in s["layers"]]}
     if budget_layers_toggles:
@@ -174,7 +178,10 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                  entry["uniform_same_power"]["accuracy"], b, entry["uniform_same_bits"]["accuracy"],
                  entry["uniform_same_bits"]["toggles_over_budget"])
         budgets.append(entry)
-    results = {"mode": "convert", "checkpoint": str(run.run_dir), "checkpoint_epoch": run.epoch,
+    headline = budgets[0]["pann"]  # the network of the first (usually only) budget
+    results = {"mode": "convert", "completed": True, "test_accuracy": headline["accuracy"],
+               "energy_pj": headline["energy_pj"], "toggles": headline["network_toggles"],
+               "checkpoint": str(run.run_dir), "checkpoint_epoch": run.epoch,
                "model": run.model_name, "data": run.dataset.name, "float_accuracy": float_acc,
                "folded_accuracy": folded_acc, "first_last": first_last, "calibration": cal,
                "budget_signed": bool(c["budget_signed"]), "budget_bits": [e["budget_bits"] for e in budgets],
@@ -189,8 +196,7 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                    for e in budgets},
                "wall_seconds": time.perf_counter() - t0, "power_units": "analytic bit flips (toggles) per example",
                "power_model": power_model}
-    write_results(run_dir, results)
-    return results
+    return write_results(run_dir, "pann", results, c)
 
 
 def uniform_bits_within(per_mac: float, layers: Sequence[Layer], signed: bool, acc_bits: int = 32,
@@ -226,7 +232,7 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
             p = _power(conv, sample, c["accumulation"], first_last, power_model)
             rows.append({"method": "pann", "x_bits": bx, "w": f"R={r:g}", "additions": r,
                          "accuracy": frozen_accuracy(conv, run.dataset, sample), "toggles": p["toggles"],
-                         "toggles_per_mac": p["toggles_per_mac"], "energy_pJ": p["energy_pJ"]})
+                         "toggles_per_mac": p["toggles_per_mac"], "energy_pj": p["energy_pj"]})
     for b in parse_bits(sw["uniform_bits"], "sweep.uniform_bits"):
         conv = convert(run, folded, uniform_policy(b, b, first_last), inputs, cal)
         acc = frozen_accuracy(conv, run.dataset, sample)
@@ -234,17 +240,17 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
             p = _power(conv, sample, arith, first_last, power_model)
             rows.append({"method": f"uniform_{arith}", "x_bits": b, "w": f"{b}-bit", "additions": None,
                          "accuracy": acc, "toggles": p["toggles"], "toggles_per_mac": p["toggles_per_mac"],
-                         "energy_pJ": p["energy_pJ"]})
+                         "energy_pj": p["energy_pj"]})
     float_acc = accuracy(run.model, run.variables, run.dataset)
     write_sweep_outputs(rows, float_acc, run_dir, run.model_name, run.dataset.name)
-    results = {"mode": "sweep", "checkpoint": str(run.run_dir), "model": run.model_name, "data": run.dataset.name,
+    results = {"mode": "sweep", "completed": True, "test_accuracy": None, "energy_pj": None, "toggles": None,
+               "checkpoint": str(run.run_dir), "model": run.model_name, "data": run.dataset.name,
                "float_accuracy": float_acc, "rows": rows, "first_last": first_last, "calibration": cal,
                "seed": int(c["seed"]), "wall_seconds": time.perf_counter() - t0,
                "files": ["sweep.csv", "sweep.md", "sweep.png"],
                "power_units": "analytic bit flips (toggles) per example, converted layers",
                "power_model": power_model}
-    write_results(run_dir, results)
-    return results
+    return write_results(run_dir, "pann", results, c)
 
 
 def write_sweep_outputs(rows: Sequence[dict], float_acc: float, run_dir: Path, model: str, data: str) -> None:
@@ -256,7 +262,7 @@ def write_sweep_outputs(rows: Sequence[dict], float_acc: float, run_dir: Path, m
     import matplotlib.ticker  # noqa: F401 - used through matplotlib.ticker below
 
     run_dir = Path(run_dir)
-    keys = ["method", "x_bits", "w", "additions", "accuracy", "toggles", "toggles_per_mac", "energy_pJ"]
+    keys = ["method", "x_bits", "w", "additions", "accuracy", "toggles", "toggles_per_mac", "energy_pj"]
     with open(run_dir / "sweep.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=keys)
         wr.writeheader()
@@ -267,7 +273,7 @@ def write_sweep_outputs(rows: Sequence[dict], float_acc: float, run_dir: Path, m
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['x_bits']} | {r['w']} | {r['accuracy']:.4f} | {r['toggles']:.4g} "
-                     f"| {r['toggles_per_mac']:.2f} | {r['energy_pJ']:.4g} |")
+                     f"| {r['toggles_per_mac']:.2f} | {r['energy_pj']:.4g} |")
     (run_dir / "sweep.md").write_text("\n".join(lines) + "\n")
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
@@ -318,9 +324,9 @@ def run_table(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                  f"{power_model_of(c)} toggle model)", "",
                  format_budget_table(rows), ""]
     (run_dir / "budget_table.md").write_text("\n".join(text))
-    results = {"mode": "table", "tables": tables, "wall_seconds": time.perf_counter() - t0}
-    write_results(run_dir, results)
-    return results
+    results = {"mode": "table", "completed": True, "test_accuracy": None, "energy_pj": None, "toggles": None,
+               "seed": int(c["seed"]), "tables": tables, "wall_seconds": time.perf_counter() - t0}
+    return write_results(run_dir, "pann", results, c)
 
 
 def power_model_of(c: Mapping[str, Any]) -> str:

@@ -27,8 +27,8 @@ from pannjax.hw.report import build_report
 from pannjax.models import build_model
 from pannjax.nn import ArithPolicy
 from pannjax.rundir import owned_run_dir
-from pannjax.runlog import write_results
-from pannjax.runner import seed_of, to_container, trainer_config
+from pannjax.results import write_results
+from pannjax.runner import seed_of, stopped_record, to_container, trainer_config
 from pannjax.search.derive import assignment, inherit_params, layer_probabilities
 from pannjax.search.energy import energy_model
 from pannjax.search.loop import frozen_order, run_search
@@ -107,22 +107,19 @@ def _search(c: Mapping[str, Any], run_dir: Path, trainer, on_trace: Callable[[],
     scfg = search_config(s)
     acc_bits = int(s.get("acc_bits", 32))
     energy = energy_model(model_for, space, dataset.image_shape, s.get("energy_table"), acc_bits)
-    times: dict[str, float] = {}
-
     t = time.perf_counter()
     try:
         state, history = run_search(model_for(space.reference_policy()), dataset, space, energy, scfg, trainer, seed,
                                     run_dir, on_trace=on_trace)
     except DivergenceError as e:  # no assignment is derived from a diverged search
-        write_results(run_dir, {"completed": False, "diverged": e.record, "seed": seed, "test_accuracy": None,
-                                "variant": scfg.variant})
+        write_results(run_dir, "search", {**stopped_record(seed, time.perf_counter() - t), "diverged": e.record,
+                                          "variant": scfg.variant}, c)
         raise
-    times["search_seconds"] = time.perf_counter() - t
     searched = history[-1]["epoch"] if history else 0
     if searched < scfg.epochs:  # trainer.stop_after_epochs: trainer.resume=true continues the search
-        results = {"completed": False, "variant": scfg.variant, "seed": seed, "test_accuracy": None,
-                   "search_epochs": scfg.epochs, "search_epochs_done": searched, "search_history": history, **times}
-        write_results(run_dir, results)
+        results = {**stopped_record(seed, history[-1]["wall_seconds"] if history else 0.0), "variant": scfg.variant,
+                   "search_epochs": scfg.epochs, "search_epochs_done": searched, "search_history": history}
+        results = write_results(run_dir, "search", results, c)
         log.info("search stopped after epoch %d of %d: resume with trainer.resume=true", searched, scfg.epochs)
         return results
     chosen = assignment(state.alpha, state.frozen, state.choice, space)
@@ -135,7 +132,7 @@ def _search(c: Mapping[str, Any], run_dir: Path, trainer, on_trace: Callable[[],
                                       scfg.bn_recalibration_batches, trainer.batch_size, seed)
     before = evaluate(before_state, dataset, trainer.eval_batch_size)
 
-    t = time.perf_counter()
+    times = {"search_seconds": history[-1]["wall_seconds"], "retrain_seconds": 0.0, "baseline_seconds": 0.0}
     retrain_epochs = int(s.get("retrain_epochs", 0))
     after = None
     final_state = before_state
@@ -146,18 +143,15 @@ def _search(c: Mapping[str, Any], run_dir: Path, trainer, on_trace: Callable[[],
         final_state, retrained = train_and_evaluate(derived, dataset, retrainer, seed, run_dir / "retrain",
                                                     init_params=before_state.params,
                                                     init_batch_stats=before_state.batch_stats)
-        after = retrained["test_accuracy"]
-    times["retrain_seconds"] = time.perf_counter() - t
+        after, times["retrain_seconds"] = retrained["test_accuracy"], retrained["wall_seconds"]
 
     reference_model = model_for(space.reference_policy())
     baseline = None
-    t = time.perf_counter()
     baseline_epochs = int(s.get("baseline_epochs", 0))
     if baseline_epochs > 0:
         base_trainer = dataclasses.replace(trainer, epochs=baseline_epochs, stop_after_epochs=None)
         _, base = train_and_evaluate(reference_model, dataset, base_trainer, seed, run_dir / "baseline")
-        baseline = base["test_accuracy"]
-    times["baseline_seconds"] = time.perf_counter() - t
+        baseline, times["baseline_seconds"] = base["test_accuracy"], base["wall_seconds"]
 
     shape = jax.ShapeDtypeStruct((1, *dataset.image_shape), jnp.float32)
     derived_report = build_report(derived, {"params": final_state.params, "batch_stats": final_state.batch_stats},
@@ -167,22 +161,24 @@ def _search(c: Mapping[str, Any], run_dir: Path, trainer, on_trace: Callable[[],
                               simulate=False)
     derived_report.save(run_dir, "power_report")
     e_derived, e_ref = derived_report.total_energy_pj, ref_report.total_energy_pj
+    accuracy = after if after is not None else before["accuracy"]
+    experiment = c.get("experiment")
     results = {
-        "completed": True, "variant": scfg.variant, "lambda": scfg.lam, "seed": seed, "data": c["data"]["name"], "model": model_name,
-        "experiment": (c.get("experiment") or {}).get("name") if isinstance(c.get("experiment"), dict) else c.get("experiment"),
+        "completed": True, "variant": scfg.variant, "lambda": scfg.lam, "seed": seed, "data": c["data"]["name"],
+        "model": model_name, "experiment": experiment.get("name") if isinstance(experiment, dict) else experiment,
         "candidates": list(space.names), "reference": space.reference.name,
         "assignment": chosen, "probabilities": layer_probabilities(state.alpha, space),
-        "energy_pj": e_derived, "energy_reference_pj": e_ref, "energy_rel": e_derived / e_ref,
-        "energy_saving": 1.0 - e_derived / e_ref,
+        "energy_pj": e_derived, "toggles": derived_report.totals()["toggles"], "energy_reference_pj": e_ref,
+        "energy_rel": e_derived / e_ref, "energy_saving": 1.0 - e_derived / e_ref,
         "energy_table_pj": {p: dict(zip(space.names, v.tolist())) for p, v in energy.per_layer.items()},
         "accuracy_before_retraining": before["accuracy"], "accuracy_after_retraining": after,
-        "test_accuracy": after if after is not None else before["accuracy"],
-        "baseline_accuracy": baseline,
-        "accuracy_loss_vs_baseline": None if baseline is None else baseline - (after if after is not None else before["accuracy"]),
-        "search_history": history, "frozen_order": frozen_order(history), "search_epochs": scfg.epochs, "retrain_epochs": retrain_epochs,
-        "baseline_epochs": baseline_epochs, **times, "total_seconds": sum(times.values()),
+        "test_accuracy": accuracy, "baseline_accuracy": baseline,
+        "accuracy_loss_vs_baseline": None if baseline is None else baseline - accuracy,
+        "search_history": history, "frozen_order": frozen_order(history), "search_epochs": scfg.epochs,
+        "retrain_epochs": retrain_epochs, "baseline_epochs": baseline_epochs, **times,
+        "wall_seconds": sum(times.values()),
     }
-    write_results(run_dir, results)
+    results = write_results(run_dir, "search", results, c)
     log.info("assignment %s", chosen)
     log.info("energy %.1f pJ (%.3f of all-%s), accuracy before %.4f after %s baseline %s", e_derived, e_derived / e_ref,
              space.reference.name, before["accuracy"], after, baseline)
