@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pannjax.pann.experiment import run_pann
-from pannjax.runner import exit_on_config_error, to_container
+from pannjax.experiment import exit_on_config_error, to_container
 from pannjax.rundir import refuse_before_hydra
 
 

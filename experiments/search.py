@@ -9,7 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pannjax.runner import exit_on_config_error, objective
+from pannjax.experiment import exit_on_config_error, objective
 from pannjax.search.runner import run_search_experiment
 from pannjax.rundir import refuse_before_hydra
 

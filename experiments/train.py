@@ -10,7 +10,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pannjax.runner import exit_on_config_error, objective, run_train
+from pannjax.experiment import exit_on_config_error, objective
+from pannjax.runner import run_train
 from pannjax.rundir import refuse_before_hydra
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -33,6 +34,16 @@ QuantScheme = Callable[..., tuple[Quantizer, Quantizer]]
 FIRST_LAST_PATTERN = r"^(stem|head)$"
 
 
+def _as(field: str, cls: type, **fields: Any) -> Quantizer:
+    """`cls(**fields)`, a bad `bits` reported under the scheme's own option name (`x_bits=0: ...`), which
+    `_call` prefixes with the config key (`quant.x_bits=0: ...`)."""
+    try:
+        return cls(**fields)
+    except ConfigError as e:
+        text = str(e)
+        raise ConfigError(field + text[len("bits"):] if text.startswith("bits=") else text) from None
+
+
 def float_scheme() -> tuple[Quantizer, Quantizer]:
     """Full precision: fp32 weights and activations."""
     return FloatQuantizer(), FloatQuantizer()
@@ -42,8 +53,9 @@ def uniform_scheme(w_bits: int = 4, x_bits: int = 4, w_per_channel: bool = True,
                    x_step_mode: str = "lsq", x_signed: bool | None = None) -> tuple[Quantizer, Quantizer]:
     """Uniform weights (signed, per output channel by default) and activations (signedness follows the
     layer's input unless `x_signed` is set), LSQ-learned steps by default."""
-    return (UniformQuantizer(bits=w_bits, signed=True, per_channel=w_per_channel, step_mode=w_step_mode),
-            UniformQuantizer(bits=x_bits, signed=x_signed, step_mode=x_step_mode))
+    return (_as("w_bits", UniformQuantizer, bits=w_bits, signed=True, per_channel=w_per_channel,
+                step_mode=w_step_mode),
+            _as("x_bits", UniformQuantizer, bits=x_bits, signed=x_signed, step_mode=x_step_mode))
 
 
 def pot_scheme(w_bits: int = 4, x_bits: int = 4, w_zero_level: bool = False, w_per_channel: bool = True,
@@ -51,16 +63,18 @@ def pot_scheme(w_bits: int = 4, x_bits: int = 4, w_zero_level: bool = False, w_p
                x_signed: bool | None = None) -> tuple[Quantizer, Quantizer]:
     """Power-of-two weights (sign + exponent; `w_zero_level` reserves a code for zero, see
     pannjax/quant/pot.py) and uniform activations as in `uniform_scheme`."""
-    return (PotQuantizer(bits=w_bits, zero_level=w_zero_level, per_channel=w_per_channel, scale_mode=w_scale_mode),
-            UniformQuantizer(bits=x_bits, signed=x_signed, step_mode=x_step_mode))
+    return (_as("w_bits", PotQuantizer, bits=w_bits, zero_level=w_zero_level, per_channel=w_per_channel,
+                scale_mode=w_scale_mode),
+            _as("x_bits", UniformQuantizer, bits=x_bits, signed=x_signed, step_mode=x_step_mode))
 
 
 def apot_scheme(w_bits: int = 5, x_bits: int = 4, w_k: int = 2, w_per_channel: bool = True,
                 w_scale_mode: str = "learned", x_step_mode: str = "lsq",
                 x_signed: bool | None = None) -> tuple[Quantizer, Quantizer]:
     """Additive powers-of-two weights (k bits per term, pannjax/quant/apot.py) and uniform activations."""
-    return (ApotQuantizer(bits=w_bits, k=w_k, per_channel=w_per_channel, scale_mode=w_scale_mode),
-            UniformQuantizer(bits=x_bits, signed=x_signed, step_mode=x_step_mode))
+    return (_as("w_bits", ApotQuantizer, bits=w_bits, k=w_k, per_channel=w_per_channel,
+                scale_mode=w_scale_mode),
+            _as("x_bits", UniformQuantizer, bits=x_bits, signed=x_signed, step_mode=x_step_mode))
 
 
 def pann_scheme(budget_bits: int | None = 2, budget_signed: bool = False, budget_toggles: float | None = None,
@@ -82,7 +96,7 @@ def pann_scheme(budget_bits: int | None = 2, budget_signed: bool = False, budget
         x_bits, additions = choice.x_bits, choice.additions
     return (PannQuantizer(additions=float(additions), accumulation=accumulation, scale_rule=scale_rule,
                           per_channel=w_per_channel),
-            UniformQuantizer(bits=x_bits, signed=None, step_mode=x_step_mode))
+            _as("x_bits", UniformQuantizer, bits=x_bits, signed=None, step_mode=x_step_mode))
 
 
 _QUANT_SCHEMES: dict[str, QuantScheme] = {"float": float_scheme, "uniform": uniform_scheme,
@@ -139,7 +153,11 @@ def _call(fn: Callable, fields: Mapping[str, Any], where: str) -> Any:
         unknown = sorted(set(fields) - set(params))
         if unknown:
             raise ConfigError(f"{where}.{unknown[0]} is not a known option; valid: {', '.join(sorted(params))}")
-    return fn(**fields)
+    try:
+        return fn(**fields)
+    except ConfigError as e:  # a message about one of fn's options gets the full dotted key
+        text = str(e)
+        raise (ConfigError(f"{where}.{text}") if text.split("=")[0] in params else e) from None
 
 
 def build_quantizers(cfg: Mapping[str, Any], where: str = "quant") -> tuple[Quantizer, Quantizer]:
@@ -171,6 +189,21 @@ def build_operator(cfg: Mapping[str, Any], where: str = "op") -> Operator:
     return cls(mode=ComputeMode(**mode_fields), **fields)
 
 
+def check_patterns(patterns: Mapping[str, Any], paths: list[str] | None) -> None:
+    """Every `{config key: regex}` is a valid regex that matches (`re.search`) at least one of the model's
+    layer `paths` (when given); a one-line ConfigError naming the key and the paths otherwise. None is
+    skipped."""
+    for key, pattern in patterns.items():
+        if pattern is None:
+            continue
+        try:
+            regex = re.compile(str(pattern))
+        except re.error as e:
+            raise ConfigError(f"{key}={pattern!r} is not a regular expression ({e.msg} at position {e.pos})") from None
+        if paths is not None and not any(regex.search(p) for p in paths):
+            raise ConfigError(f"{key}={pattern!r} matches no layer of the model; its layers: {', '.join(paths)}")
+
+
 def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
                  layers: list[Mapping[str, Any]] | tuple = ()) -> ArithPolicy:
     """The network's `ArithPolicy`.
@@ -199,6 +232,7 @@ def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
         pattern = layer.pop("pattern", None)
         if pattern is None:
             raise ConfigError(f"{where}.pattern is missing: give a regex on the layer path, e.g. '^stem$'")
+        check_patterns({f"{where}.pattern": pattern}, None)
         quant_i, op_i = layer.pop("quant", None), layer.pop("op", None)
         if layer:
             raise ConfigError(f"{where}.{sorted(layer)[0]} is not a known option; valid: pattern, quant, op")

@@ -252,11 +252,11 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
 SWEEP_COLUMNS = ("overrides", "run_dir", "n")
 
 
-def check_column(column: str, where: str, entry: str | None = None) -> None:
+def check_column(column: str, where: str, entry: str | None = None, table: bool = True) -> None:
     """A one-line ConfigError unless `column` (a dotted results.json path such as `quant.name` or
     `summary.2bit.pann_accuracy`) starts with a key of `entry`'s results schema (any mode for pann; any
-    entry point when None)."""
-    keys = set(COMMON) | set(SWEEP_COLUMNS)
+    entry point when None), or, for a sweep `table`, one of the columns a sweep adds."""
+    keys = set(COMMON) | (set(SWEEP_COLUMNS) if table else set())
     for name, schema in SCHEMAS.items():
         if entry is None or name == entry or name.startswith(entry + "."):
             keys |= set(schema)

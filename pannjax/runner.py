@@ -1,41 +1,34 @@
-"""What the Hydra entry points in `experiments/` call: config -> objects -> run -> results.json.
+"""What experiments/train.py calls: config -> data, model, trainer -> training -> report -> results.json.
 
-Kept importable (and tested) so `experiments/*.py` stay thin (docs/architecture.md).
+Kept importable (and tested) so `experiments/*.py` stay thin (docs/architecture.md); the set-up and exit
+helpers every entry point shares are in `pannjax.experiment`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
-import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pannjax.build import build_policy, load_plugins
+from pannjax.build import build_policy, check_patterns
 from pannjax.data import load_dataset
 from pannjax.errors import ConfigError, DivergenceError
+from pannjax.experiment import seed_of, setup, stopped_record
 from pannjax.hw.report import NetworkReport, build_report
 from pannjax.models import build_model
 from pannjax.nn import abstract_layers
 from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.results import write_results
 from pannjax.rundir import owned_run_dir
-from pannjax.sweep import flatten
 from pannjax.train import OptimizerConfig, TrainerConfig, train_and_evaluate
 
 log = logging.getLogger(__name__)
-
-
-def to_container(cfg: DictConfig | Mapping) -> dict:
-    """Resolved plain-Python copy of a config (what is frozen into dataclasses before jit)."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return dict(cfg)
 
 
 def trainer_config(cfg: Mapping[str, Any]) -> TrainerConfig:
@@ -43,18 +36,12 @@ def trainer_config(cfg: Mapping[str, Any]) -> TrainerConfig:
     opt = dict(fields.pop("optimizer", {}) or {})
     if "step_milestones" in opt:
         opt["step_milestones"] = tuple(opt["step_milestones"])
-    try:
-        return TrainerConfig(optimizer=OptimizerConfig(**opt), **fields)
-    except TypeError as e:
-        raise ConfigError(f"trainer: {e}") from None
-
-
-def seed_of(cfg: Mapping[str, Any]) -> int:
-    """The run's `seed`, a whole number (one-line error otherwise)."""
-    seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed={seed!r}: expected a whole number, e.g. seed=0")
-    return seed
+    for where, given, cls in (("trainer", fields, TrainerConfig), ("trainer.optimizer", opt, OptimizerConfig)):
+        known = {f.name for f in dataclasses.fields(cls)} - ({"optimizer"} if cls is TrainerConfig else set())
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]} is not a known option; valid: {', '.join(sorted(known))}")
+    return TrainerConfig(optimizer=OptimizerConfig(**opt), **fields)
 
 
 def build_model_for(cfg: Mapping[str, Any], num_classes: int):
@@ -78,20 +65,16 @@ def network_report(model, state, dataset) -> NetworkReport:
 
 def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     """Train the configured model on the configured data; write and return `results.json`'s record."""
-    c = to_container(cfg)
-    known = {"data", "model", "quant", "op", "trainer", "seed", "layers", "experiment", "prune", "plugins",
-             "objective", "overwrite"}
-    unknown = sorted(set(c) - known - {"hydra"})
-    if unknown:
-        raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
-    load_plugins(c.get("plugins") or [])
-    seed_of(c)
+    c = setup(cfg, "train")
     data_cfg = dict(c["data"])
     dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
     model = build_model_for(c, dataset.num_classes)
     trainer = trainer_config(c["trainer"])
     sample = jax.ShapeDtypeStruct((1, *dataset.train_images.shape[1:]), jnp.float32)
-    pruning = pruning_from_config(c.get("prune"), abstract_layers(model, sample, train=False))
+    layers = abstract_layers(model, sample, train=False)
+    check_patterns({f"layers[{i}].pattern": layer.get("pattern") for i, layer in enumerate(c.get("layers") or [])},
+                   [layer.path for layer in layers])
+    pruning = pruning_from_config(c.get("prune"), layers)
     with owned_run_dir(run_dir, "train", c, resume=trainer.resume, overwrite=bool(c.get("overwrite", False)),
                        resume_key="trainer.resume"):
         return _train(c, run_dir, dataset, model, trainer, pruning)
@@ -123,40 +106,3 @@ def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> d
     results = write_results(run_dir, "train", results, c)
     log.info("test_accuracy %.4f  -> %s", results["test_accuracy"] or float("nan"), Path(run_dir) / "results.json")
     return results
-
-
-def stopped_record(seed: int, wall_seconds: float) -> dict[str, Any]:
-    """The common results keys of a run that stopped before it had a network to report."""
-    return {"completed": False, "seed": seed, "test_accuracy": None, "energy_pj": None, "toggles": None,
-            "wall_seconds": wall_seconds}
-
-
-def objective(results: Mapping[str, Any], keys: Sequence[str] | str | None) -> float | tuple[float, ...]:
-    """What an entry point returns to Hydra's sweeper (the Optuna sweeper optimises it): the `results.json`
-    values named by the config key `objective` (dotted paths such as `summary.2bit.pann_accuracy` allowed).
-    One key gives a float, several a tuple for a multi-objective study (`hydra/sweeper=optuna_pareto`:
-    maximise accuracy, minimise energy)."""
-    keys = [keys] if isinstance(keys, str) else list(keys or ["test_accuracy"])
-    flat = flatten(results)
-    values = []
-    for key in keys:
-        value = flat.get(key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            numeric = sorted(k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-            raise ConfigError(f"objective: {key!r} is not a number in results.json; choose from {', '.join(numeric)}")
-        values.append(float(value))
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-@contextlib.contextmanager
-def exit_on_config_error() -> Iterator[None]:
-    """Turn a `ConfigError` into one line on stderr and exit status 2, a `DivergenceError` into one line
-    and exit status 3 (no traceback)."""
-    try:
-        yield
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except DivergenceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)

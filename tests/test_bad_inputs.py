@@ -1,6 +1,11 @@
-"""Bad input is one line naming the full dotted key: each case fails at set-up with a `ConfigError` whose
-single-line message starts with the key, before any data set or run dir is touched."""
+"""Bad input is one line naming the full dotted key: each case of the four entry points (train, search,
+pann, power) fails at set-up with a `ConfigError` whose single-line message starts with the key, before
+anything is written to the run dir; the entry points turn it into that one line on stderr and exit
+status 2 (`exit_on_config_error`, checked once per entry point through the real command)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,21 +36,152 @@ TRAIN = [
     ("trainer.init_from=/missing/run", "trainer.init_from=/missing/run: no .hydra/config.yaml there"),
     ("trainer.batch_size=100000", "trainer.batch_size=100000 is larger than the 1437 training examples"),
     ("+colour=red", "colour is not a known top-level option"),
+    ("quant=uniform quant.x_bits=0", "quant.x_bits=0: uniform quantization needs an integer in 1..16"),
+    ("quant=uniform quant.w_bits=99", "quant.w_bits=99: uniform quantization needs an integer in 1..16"),
+    ("quant=pot quant.w_bits=7", "quant.w_bits=7: power-of-two quantization needs an integer in 2..5"),
+    ("layers=[{pattern:nomatch,op:{name:shift}}]",
+     "layers[0].pattern='nomatch' matches no layer of the model; its layers: stem, conv1, conv2, head"),
+    ("layers=[{pattern:'conv[',op:{name:shift}}]", "layers[0].pattern='conv[' is not a regular expression"),
+    ("objective=nope", "objective='nope' is not a results.json key of train runs"),
+    ("objective=[test_accuracy,energy_pJ]", "objective='energy_pJ' is not a results.json key of train runs"),
+    ("op.name=nope", "op.name='nope' is unknown; available: adder, bwn, mac, mf, shift, xnor"),
+    ("+op.foo=1", "op.foo is not a known option of operator 'mac'"),
+    ("trainer.optimizer.name=rmsprop", "trainer.optimizer.name='rmsprop': expected 'sgd' or 'adam'"),
+    ("trainer.optimizer.learning_rate=0", "trainer.optimizer.learning_rate=0: must be > 0"),
+    ("trainer.optimizer.schedule=linear", "trainer.optimizer.schedule='linear': expected cosine, step or constant"),
+    ("trainer.optimizer.momentum=-1", "trainer.optimizer.momentum=-1: expected a value in [0, 1)"),
+    ("trainer.optimizer.warmup_epochs=-1", "trainer.optimizer.warmup_epochs=-1: must be >= 0"),
+    ("+trainer.optimizer.step_gamma=2", "trainer.optimizer.step_gamma=2: expected a factor in (0, 1]"),
+    ("+trainer.optimizer.beta=1", "trainer.optimizer.beta is not a known option"),
+    ("+trainer.foo=1", "trainer.foo is not a known option; valid: batch_size, checkpoint, epochs"),
+    ("+model.foo=1", "model.foo is not an option of model 'digits_cnn'; valid: width"),
+    ("data.name=nope", "data.name='nope' is not a known data set"),
 ]
 
 
-def _cfg(*overrides):
+def _cfg(*overrides, name="train", base=("trainer.progress=false", "model.width=8")):
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=["trainer.progress=false", "model.width=8", *overrides])
+        return compose(name, overrides=[*base, *overrides])
+
+
+def _refused(run, run_dir, message):
+    with pytest.raises(ConfigError) as e:
+        run()
+    text = str(e.value)
+    assert "\n" not in text and text.startswith(message), text
+    assert not (run_dir / "results.json").exists() and not (run_dir / "run.json").exists()
 
 
 @pytest.mark.parametrize("override, message", TRAIN, ids=[o for o, _ in TRAIN])
 def test_train_bad_input_is_one_line_naming_the_key(tmp_path, override, message):
-    with pytest.raises(ConfigError) as e:
-        run_train(_cfg(override), tmp_path / "run")
-    text = str(e.value)
-    assert "\n" not in text and text.startswith(message), text
-    assert not (tmp_path / "run" / "results.json").exists() and not (tmp_path / "run" / "run.json").exists()
+    _refused(lambda: run_train(_cfg(*override.split(" ")), tmp_path / "run"), tmp_path / "run", message)
+
+
+SEARCH = [
+    ("+search.foo=1", "search.foo is not a known option; valid: acc_bits, alpha_lr"),
+    ("search.variant=bogus", "search.variant='bogus': expected one of ('single', 'bilevel', 'sequential'"),
+    ("search.lambda=-1", "search.lambda=-1.0: must be >= 0"),
+    ("search.lambda=abc", "search.lambda='abc': expected a number >= 0"),
+    ("search.epochs=0", "search.epochs=0: expected a whole number >= 1"),
+    ("search.epochs=1.5", "search.epochs=1.5: expected a whole number >= 1"),
+    ("search.alpha_lr=-1", "search.alpha_lr=-1: must be > 0"),
+    ("search.alpha_start_epoch=-1", "search.alpha_start_epoch=-1: must be >= 0"),
+    ("search.bn_recalibration_batches=-1", "search.bn_recalibration_batches=-1: expected a whole number >= 0"),
+    ("search.retrain_epochs=-1", "search.retrain_epochs=-1: expected a whole number >= 0 (0: none)"),
+    ("search.baseline_epochs=1.5", "search.baseline_epochs=1.5: expected a whole number >= 0 (0: none)"),
+    ("search.retrain_learning_rate=-1", "search.retrain_learning_rate=-1: expected a number > 0"),
+    ("search.acc_bits=0", "search.acc_bits=0: expected an accumulator width in 2..64 bits"),
+    ("search=bilevel search.val_fraction=1.5", "search.val_fraction=1.5: expected a fraction in (0, 1)"),
+    ("search=sequential search.freeze_order=sideways", "search.freeze_order='sideways': expected confident"),
+    ("search=sequential search.freeze_every_steps=0", "search.freeze_every_steps=0: expected a whole number >= 1"),
+    ("search=variational search.tau_end=10", "search.tau_start=5.0, tau_end=10: need 0 < tau_end <= tau_start"),
+    ("search=bilevel search.second_order=maybe", "search.second_order='maybe': expected true or false"),
+    ("search.use=[mac8,nope]", "search.use[1]='nope' is not defined under search.candidates"),
+    ("search.reference=nope", "search.reference='nope' is not defined under search.candidates"),
+    ("search.candidates.mac8.op.name=nope", "search.candidates.mac8.op.name='nope' is unknown"),
+    ("search.candidates.mac8.quant.w_bits=0", "search.candidates.mac8.quant.w_bits=0: uniform quantization needs"),
+    ("+colour=red", "colour is not a known top-level option"),
+    ("seed=abc", "seed='abc': expected a whole number"),
+    ("trainer.epochs=0", "trainer.epochs=0: expected a whole number >= 1"),
+    ("objective=nope", "objective='nope' is not a results.json key of search runs"),
+]
+
+
+@pytest.mark.parametrize("override, message", SEARCH, ids=[o for o, _ in SEARCH])
+def test_search_bad_input_is_one_line_naming_the_key(tmp_path, override, message):
+    from pannjax.search.runner import run_search_experiment
+
+    cfg = _cfg(*override.split(" "), name="search", base=("trainer.progress=false", "model.width=4", "search.epochs=1",
+                                               "search.retrain_epochs=0", "search.baseline_epochs=0"))
+    _refused(lambda: run_search_experiment(cfg, tmp_path / "run"), tmp_path / "run", message)
+
+
+@pytest.fixture(scope="module")
+def float_run(tmp_path_factory):
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path_factory.mktemp("float")
+    cfg = _cfg("trainer.epochs=1", "trainer.tensorboard=false", base=("trainer.progress=false", "model.width=4"))
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    run_train(cfg, run_dir)
+    return run_dir
+
+
+PANN = [
+    ("mode=bogus", "mode='bogus': expected one of ('convert', 'sweep', 'table')"),
+    ("mode=table budget_bits=0", "budget_bits=0: expected bit widths in 1..16"),
+    ("budget_bits=[0]", "budget_bits=[0]: expected bit widths in 1..16"),
+    ("budget_bits=abc", "budget_bits='abc': expected bit widths, e.g. budget_bits=[2,3,4]"),
+    ("checkpoint=null", "checkpoint is missing: give the run dir of a float training run"),
+    ("checkpoint=/missing/run", "checkpoint=/missing/run: no .hydra/config.yaml there"),
+    ("+foo=1", "foo is not a known option of experiments/pann.py"),
+    ("accumulation=bogus", "accumulation='bogus': expected one of ('split', 'signed')"),
+    ("first_last=bogus", "first_last='bogus': expected one of ('int8', 'float', 'same')"),
+    ("calibration=bogus", "calibration='bogus': expected one of ('mse', 'max', 'lsq')"),
+    ("calibration_batches=0", "calibration_batches=0: expected a whole number >= 1"),
+    ("calibration_batch_size=0", "calibration_batch_size=0: expected a whole number >= 1"),
+    ("acc_bits=1", "acc_bits=1: expected an integer in 4..64"),
+    ("mode=table acc_bits=0", "acc_bits=0: expected a positive integer"),
+    ("power_model=bogus", "power_model='bogus': expected gates (calibrated gate-level model) or registers"),
+    ("x_bits=0", "x_bits=[0]: activation widths must be integers in 1..16"),
+    ("additions=-1", "additions=-1.0: expected > 0"),
+    ("budget_toggles=-5 budget_bits=null", "budget_toggles=-5.0: expected toggles per MAC > 0"),
+    ("scale_rule=bogus", "scale_rule='bogus': expected one of ('exact', 'mean')"),
+    ("seed=abc", "seed='abc': expected a whole number"),
+    ("budget_signed=maybe", "budget_signed='maybe': expected true or false"),
+    ("w_per_channel=maybe", "w_per_channel='maybe': expected true or false"),
+    ("mode=sweep sweep.x_bits=[0]", "sweep.x_bits=[0]: expected bit widths in 1..16"),
+    ("mode=sweep sweep.additions=[-1]", "sweep.additions=[-1]: expected a list of additions per input R > 0"),
+    ("mode=sweep sweep.uniform_bits=[99]", "sweep.uniform_bits=[99]: expected bit widths in 1..16"),
+    ("mode=sweep +sweep.r=[1]", "sweep.r is not a known option; valid: additions, uniform_bits, x_bits"),
+]
+
+
+@pytest.mark.parametrize("override, message", PANN, ids=[o for o, _ in PANN])
+def test_pann_bad_input_is_one_line_naming_the_key(tmp_path, float_run, override, message):
+    from pannjax.pann.experiment import run_pann
+    from pannjax.experiment import to_container
+
+    cfg = to_container(_cfg(*override.split(" "), name="pann", base=(f"checkpoint={float_run}",)))
+    _refused(lambda: run_pann(cfg, tmp_path / "run"), tmp_path / "run", message)
+
+
+def test_a_bad_search_input_exits_2_with_one_line(tmp_path):
+    """The command itself: one line on stderr, exit status 2, no traceback (train, pann and power have the
+    same check in their own tests)."""
+    cmd = [sys.executable, str(ROOT / "experiments" / "search.py"), f"hydra.run.dir={tmp_path / 'run'}",
+           "search.variant=bogus"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: search.variant='bogus': expected one of ('single', 'bilevel', 'sequential', 'variational')"]
+
+
+def test_the_table_covers_sixty_bad_inputs_over_the_four_entry_points():
+    bad_power = [case for case in POWER if case[1] is not None]
+    assert len(TRAIN) + len(COMBINATIONS) + len(SEARCH) + len(PANN) + len(bad_power) >= 60
 
 
 POWER = [
@@ -99,7 +235,7 @@ def test_python_defaults_equal_the_yaml_defaults_of_the_search():
     """SearchConfig's defaults are those of configs/search.yaml (one value per setting)."""
     import dataclasses
 
-    from pannjax.runner import to_container
+    from pannjax.experiment import to_container
     from pannjax.search.runner import search_config
     from pannjax.search.steps import SearchConfig
 

@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from pannjax.data import load_dataset
 from pannjax.errors import DivergenceError
 from pannjax.models import build_model
-from pannjax.runner import build_model_for, to_container, trainer_config
+from pannjax.experiment import to_container
+from pannjax.runner import build_model_for, trainer_config
 from pannjax.train import train_and_evaluate
 from pannjax.train.checkpoint import checkpoint_manager
 from pannjax.train.divergence import check_losses, first_nonfinite

@@ -23,7 +23,8 @@ from pannjax.numerics import NumberFormat
 from pannjax.ops import ComputeMode, ContractionShape, MacOperator
 from pannjax.ops.shift import ShiftOperator
 from pannjax.prune import pruning_from_config, weight_sparsity
-from pannjax.runner import build_model_for, to_container, trainer_config
+from pannjax.experiment import to_container
+from pannjax.runner import build_model_for, trainer_config
 from pannjax.sweep import collect_results, group_mean, markdown_table
 from pannjax.train import create_train_state, make_optimizer, make_train_step
 from pannjax.hw.units import table_ops

@@ -11,7 +11,7 @@ import yaml
 from pannjax.errors import ConfigError
 from pannjax.reproduce import (compare_expected, count_jobs, experiment_names, load_experiment, summarize,
                                table_rows)
-from pannjax.runner import objective
+from pannjax.experiment import objective
 
 ROOT = Path(__file__).resolve().parents[1]
 

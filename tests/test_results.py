@@ -14,7 +14,8 @@ from pannjax.errors import ConfigError
 from pannjax.pann.experiment import run_pann
 from pannjax.results import COMMON, SCHEMAS, check_column, markdown, read_results, validate
 from pannjax.rundir import config_hash
-from pannjax.runner import run_train, to_container
+from pannjax.experiment import to_container
+from pannjax.runner import run_train
 from pannjax.sweep import collect_results
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 
 from pannjax.errors import ConfigError
 from pannjax.rundir import LOCK, config_hash, owned_run_dir
-from pannjax.runner import run_train, to_container
+from pannjax.experiment import to_container
+from pannjax.runner import run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ("trainer.epochs=2", "trainer.progress=false", "model.width=8", "trainer.tensorboard=false")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import flax.linen as nn
@@ -42,8 +43,15 @@ def build_model(name: str, **kwargs) -> nn.Module:
     """Instantiate the registered model `name`; unknown names and arguments give a one-line error."""
     if name not in _MODELS:
         raise ConfigError(f"model.name={name!r} is unknown; available: {', '.join(model_names())}")
+    cls = _MODELS[name]
+    if dataclasses.is_dataclass(cls):  # Flax modules are dataclasses: name the option, list the valid ones
+        known = {f.name for f in dataclasses.fields(cls) if f.init} - {"parent", "name", "num_classes", "policy"}
+        unknown = sorted(set(kwargs) - known - {"num_classes", "policy"})
+        if unknown:
+            raise ConfigError(f"model.{unknown[0]} is not an option of model {name!r}; valid: "
+                              f"{', '.join(sorted(known))}")
     try:
-        return _MODELS[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"model {name!r}: {e}") from None
 

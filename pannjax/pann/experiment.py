@@ -42,11 +42,16 @@ from pannjax.pann.convert import (FIRST_LAST_PATTERN, Converted, collect_layer_i
                                   freeze_weights, load_float_run, pann_policy, uniform_policy)
 from pannjax.pann.power import DEFAULT_MODEL, mac_toggles, network_toggles, summarize
 from pannjax.rundir import owned_run_dir
+from pannjax.experiment import setup
 from pannjax.results import write_results
 from pannjax.runlog import to_jsonable
 
 log = logging.getLogger(__name__)
 MODES = ("convert", "sweep", "table")
+#: the options of experiments/pann.py (configs/pann.yaml), all top-level
+OPTIONS = ("checkpoint", "mode", "budget_bits", "budget_toggles", "budget_signed", "x_bits", "additions",
+           "accumulation", "scale_rule", "w_per_channel", "first_last", "calibration", "calibration_batches",
+           "calibration_batch_size", "acc_bits", "power_model", "seed", "sweep", "experiment", "overwrite")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -329,6 +334,32 @@ def run_table(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     return write_results(run_dir, "pann", results, c)
 
 
+def check_options(c: Mapping[str, Any]) -> None:
+    """Options of every mode, checked before anything is loaded or written (one line naming the key each):
+    a value a mode does not read is still refused when it is invalid (`mode=table budget_bits=0`)."""
+    for key in ("budget_signed", "w_per_channel"):
+        if not isinstance(c.get(key, False), bool):
+            raise ConfigError(f"{key}={c[key]!r}: expected true or false")
+    for key in ("calibration_batches", "calibration_batch_size"):
+        value = c.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value!r}: expected a whole number >= 1")
+    if c.get("budget_bits") is not None:
+        parse_bits(c["budget_bits"], "budget_bits")
+    power_model_of(c)
+    sweep = dict(c.get("sweep") or {})
+    unknown = sorted(set(sweep) - {"x_bits", "additions", "uniform_bits"})
+    if unknown:
+        raise ConfigError(f"sweep.{unknown[0]} is not a known option; valid: additions, uniform_bits, x_bits")
+    for key in ("x_bits", "uniform_bits"):
+        if key in sweep:
+            parse_bits(sweep[key], f"sweep.{key}")
+    additions = sweep.get("additions", [1.0])
+    if not isinstance(additions, list) or not additions or any(
+            isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in additions):
+        raise ConfigError(f"sweep.additions={additions!r}: expected a list of additions per input R > 0")
+
+
 def power_model_of(c: Mapping[str, Any]) -> str:
     """The toggle model of the run (`power_model`: gates | registers)."""
     model = c.get("power_model", DEFAULT_MODEL)
@@ -339,16 +370,11 @@ def power_model_of(c: Mapping[str, Any]) -> str:
 
 def run_pann(c: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Entry point of experiments/pann.py (config: configs/pann.yaml)."""
-    known = {"checkpoint", "mode", "budget_bits", "budget_toggles", "budget_signed", "x_bits", "additions",
-             "accumulation", "scale_rule", "w_per_channel", "first_last", "calibration", "calibration_batches",
-             "calibration_batch_size", "acc_bits", "power_model", "seed", "sweep", "experiment", "hydra", "overwrite"}
-    unknown = sorted(set(c) - known)
-    if unknown:
-        raise ConfigError(f"{unknown[0]} is not a known option of experiments/pann.py; "
-                          f"valid: {', '.join(sorted(known))}")
+    c = setup(c, "pann", OPTIONS, "a known option of experiments/pann.py")
     mode = c.get("mode", "convert")
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}: expected one of {MODES}")
+    check_options(c)
     run_dir = Path(run_dir)
     if mode != "table" and not c.get("checkpoint"):
         raise ConfigError("checkpoint is missing: give the run dir of a float training run, "

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 from omegaconf import DictConfig
 
-from pannjax.build import load_plugins
 from pannjax.data import load_dataset
 from pannjax.data.base import Dataset
 from pannjax.errors import ConfigError, DivergenceError
@@ -28,7 +27,8 @@ from pannjax.models import build_model
 from pannjax.nn import ArithPolicy
 from pannjax.rundir import owned_run_dir
 from pannjax.results import write_results
-from pannjax.runner import seed_of, stopped_record, to_container, trainer_config
+from pannjax.experiment import seed_of, setup, stopped_record
+from pannjax.runner import trainer_config
 from pannjax.search.derive import assignment, inherit_params, layer_probabilities
 from pannjax.search.energy import energy_model
 from pannjax.search.loop import frozen_order, run_search
@@ -47,7 +47,20 @@ _LOOP_KEYS = {"candidates", "use", "reference", "exclude", "lambda", "retrain_ep
 def search_config(search: Mapping[str, Any]) -> SearchConfig:
     fields = {k: v for k, v in search.items() if k not in _LOOP_KEYS}
     if "lambda" in search:  # else SearchConfig's default, the same as configs/search.yaml's
-        fields["lam"] = float(search["lambda"])
+        lam = search["lambda"]
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+            raise ConfigError(f"search.lambda={lam!r}: expected a number >= 0")
+        fields["lam"] = float(lam)
+    for key in ("retrain_epochs", "baseline_epochs"):
+        value = search.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"search.{key}={value!r}: expected a whole number >= 0 (0: none)")
+    lr = search.get("retrain_learning_rate")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+        raise ConfigError(f"search.retrain_learning_rate={lr!r}: expected a number > 0")
+    acc = search.get("acc_bits", 32)
+    if isinstance(acc, bool) or not isinstance(acc, int) or not 2 <= acc <= 64:
+        raise ConfigError(f"search.acc_bits={acc!r}: expected an accumulator width in 2..64 bits")
     known = {f.name for f in dataclasses.fields(SearchConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -80,13 +93,9 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
                           on_trace: Callable[[], None] | None = None) -> dict[str, Any]:
     """Search, derive, retrain, report (see module docstring); writes and returns results.json's record.
     `on_trace` is called whenever the search step is traced (tests check it runs once)."""
-    c = to_container(cfg)
-    known = {"data", "model", "trainer", "search", "seed", "experiment", "plugins", "objective", "overwrite"}
-    unknown = sorted(set(c) - known - {"hydra"})
-    if unknown:
-        raise ConfigError(f"{unknown[0]} is not a known top-level option; valid: {', '.join(sorted(known))}")
-    load_plugins(c.get("plugins") or [])
+    c = setup(cfg, "search")
     run_dir = Path(run_dir)
+    search_config(c["search"])
     trainer = trainer_config(c["trainer"])
     with owned_run_dir(run_dir, "search", c, resume=trainer.resume, overwrite=bool(c.get("overwrite", False)),
                        resume_key="trainer.resume"):

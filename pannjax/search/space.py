@@ -104,9 +104,9 @@ class SearchSpace:
 def build_search_space(candidates: Mapping[str, Mapping[str, Any]], use: list[str] | tuple[str, ...],
                        reference: str, exclude: str | None = None) -> SearchSpace:
     """From config: all defined `candidates`, the names to search (`use`), the `reference` name."""
-    for name in (*use, reference):
+    for key, name in (*((f"search.use[{i}]", n) for i, n in enumerate(use)), ("search.reference", reference)):
         if name not in candidates:
-            raise ConfigError(f"search candidate {name!r} is not defined under search.candidates "
+            raise ConfigError(f"{key}={name!r} is not defined under search.candidates "
                               f"(defined: {', '.join(candidates)})")
     built = {name: build_candidate(name, candidates[name]) for name in dict.fromkeys((*use, reference))}
     return SearchSpace(tuple(built[n] for n in use), built[reference], exclude)

@@ -66,8 +66,20 @@ class SearchConfig:
             raise ConfigError(f"search.variant={self.variant!r}: expected one of {VARIANTS}")
         if self.lam < 0:
             raise ConfigError(f"search.lambda={self.lam}: must be >= 0")
-        if self.epochs < 1:
-            raise ConfigError(f"search.epochs={self.epochs}: must be >= 1")
+        for name, low in (("epochs", 1), ("bn_recalibration_batches", 0), ("freeze_every_steps", 1)):
+            value = getattr(self, name)
+            if name == "freeze_every_steps" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"search.{name}={value!r}: expected a whole number >= {low}")
+        for name in ("alpha_lr", "unroll_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"search.{name}={getattr(self, name)}: must be > 0")
+        for name in ("alpha_weight_decay", "alpha_start_epoch", "kl_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"search.{name}={getattr(self, name)}: must be >= 0")
+        if not isinstance(self.second_order, bool):
+            raise ConfigError(f"search.second_order={self.second_order!r}: expected true or false")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"search.val_fraction={self.val_fraction}: expected a fraction in (0, 1)")
         if self.freeze_order not in ("confident", "forward", "backward"):

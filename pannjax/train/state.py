@@ -67,6 +67,15 @@ class OptimizerConfig:
             raise ConfigError(f"trainer.optimizer.learning_rate={self.learning_rate}: must be > 0")
         if self.weight_decay < 0:
             raise ConfigError(f"trainer.optimizer.weight_decay={self.weight_decay}: must be >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"trainer.optimizer.momentum={self.momentum}: expected a value in [0, 1)")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"trainer.optimizer.warmup_epochs={self.warmup_epochs}: must be >= 0")
+        if not 0 < self.step_gamma <= 1:
+            raise ConfigError(f"trainer.optimizer.step_gamma={self.step_gamma}: expected a factor in (0, 1]")
+        if any(not 0 < m < 1 for m in self.step_milestones):
+            raise ConfigError(f"trainer.optimizer.step_milestones={list(self.step_milestones)}: expected fractions "
+                              "of training in (0, 1)")
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
