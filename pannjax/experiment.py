@@ -4,7 +4,8 @@
     results = <method>(c, run_dir)     # inside pannjax.rundir.owned_run_dir; ends in pannjax.results.write_results
     return objective(results, c.get("objective"))   # what a Hydra sweeper optimises
 
-`setup` is the first thing each runner does (`pannjax.runner.run_train`, `pannjax.search.runner`,
+`load_data` and `model_factory` build what the config blocks `data` and `model` describe, the same for
+every entry point. `setup` is the first thing each runner does (`pannjax.runner.run_train`, `pannjax.search.runner`,
 `pannjax.pann.experiment.run_pann`, `pannjax.hw.study.run_power_study`): every top-level key it does not
 know, a plugin that does not import, a seed that is not a whole number and an objective that names no
 results key fail there, in one line naming the key, before data is loaded or a run dir is claimed.
@@ -16,12 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from pannjax.build import load_plugins
+from pannjax.data import load_dataset
+from pannjax.data.base import Dataset
 from pannjax.errors import ConfigError, DivergenceError
+from pannjax.models import build_model
 from pannjax.results import check_column
 from pannjax.sweep import flatten
 
@@ -47,6 +51,28 @@ def setup(cfg: DictConfig | Mapping, entry: str, known: Sequence[str] | None = N
         seed_of(c)
     check_objective(c.get("objective"), entry)
     return c
+
+
+def load_data(c: Mapping[str, Any]) -> Dataset:
+    """The data set of config block `data` (`pannjax.data.load_dataset`)."""
+    data_cfg = dict(c["data"])
+    return load_dataset(data_cfg.pop("name", None), **data_cfg)
+
+
+def model_factory(model_cfg: Mapping[str, Any], num_classes: int) -> Callable[..., Any]:
+    """`policy -> model` for config block `model` (`pannjax.models.build_model`; `width`/`depth` checked
+    here, unknown options there), one per run: training builds one network, the search several."""
+    fields = dict(model_cfg)
+    name = fields.pop("name", None)
+    for key in ("width", "depth"):
+        value = fields.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"model.{key}={value!r}: expected a whole number >= 1")
+
+    def build(policy=None):
+        return build_model(name, num_classes=num_classes, **({} if policy is None else {"policy": policy}), **fields)
+
+    return build
 
 
 def to_container(cfg: DictConfig | Mapping) -> dict:

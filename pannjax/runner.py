@@ -17,11 +17,9 @@ import jax.numpy as jnp
 from omegaconf import DictConfig
 
 from pannjax.build import build_policy, check_patterns
-from pannjax.data import load_dataset
 from pannjax.errors import ConfigError, DivergenceError
-from pannjax.experiment import seed_of, setup, stopped_record
+from pannjax.experiment import load_data, model_factory, seed_of, setup, stopped_record
 from pannjax.hw.report import NetworkReport, build_report
-from pannjax.models import build_model
 from pannjax.nn import abstract_layers
 from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.results import write_results
@@ -45,14 +43,9 @@ def trainer_config(cfg: Mapping[str, Any]) -> TrainerConfig:
 
 
 def build_model_for(cfg: Mapping[str, Any], num_classes: int):
-    model_cfg = dict(cfg["model"])
-    name = model_cfg.pop("name", None)
-    for key in ("width", "depth"):
-        value = model_cfg.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"model.{key}={value!r}: expected a whole number >= 1")
-    policy = build_policy(cfg["quant"], cfg["op"], cfg.get("layers") or ())
-    return build_model(name, num_classes=num_classes, policy=policy, **model_cfg)
+    """The configured model with the configured arithmetic (`quant`, `op`, `layers`)."""
+    build = model_factory(cfg["model"], num_classes)
+    return build(build_policy(cfg["quant"], cfg["op"], cfg.get("layers") or ()))
 
 
 def network_report(model, state, dataset) -> NetworkReport:
@@ -66,8 +59,7 @@ def network_report(model, state, dataset) -> NetworkReport:
 def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
     """Train the configured model on the configured data; write and return `results.json`'s record."""
     c = setup(cfg, "train")
-    data_cfg = dict(c["data"])
-    dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
+    dataset = load_data(c)
     model = build_model_for(c, dataset.num_classes)
     trainer = trainer_config(c["trainer"])
     sample = jax.ShapeDtypeStruct((1, *dataset.train_images.shape[1:]), jnp.float32)

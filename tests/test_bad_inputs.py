@@ -103,6 +103,7 @@ SEARCH = [
     ("+colour=red", "colour is not a known top-level option"),
     ("seed=abc", "seed='abc': expected a whole number"),
     ("trainer.epochs=0", "trainer.epochs=0: expected a whole number >= 1"),
+    ("model.width=0", "model.width=0: expected a whole number >= 1"),
     ("objective=nope", "objective='nope' is not a results.json key of search runs"),
 ]
 

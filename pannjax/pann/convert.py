@@ -68,7 +68,7 @@ class FloatRun:
 def load_float_run(run_dir: str | Path) -> FloatRun:
     """Model, data and restored variables of a float run directory written by experiments/train.py."""
     from pannjax.build import load_plugins
-    from pannjax.data import load_dataset
+    from pannjax.experiment import load_data
     from pannjax.models import build_model
 
     cfg, variables, epoch = restore_run_variables(run_dir)
@@ -76,8 +76,8 @@ def load_float_run(run_dir: str | Path) -> FloatRun:
     if (cfg.get("quant") or {}).get("name") not in (None, "float"):
         raise ConfigError(f"checkpoint={run_dir}: the run used quant={cfg['quant']['name']}; PANN converts a "
                           "float network (train with quant=float)")
-    data_cfg, model_kwargs = dict(cfg["data"]), dict(cfg["model"])
-    dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
+    model_kwargs = dict(cfg["model"])
+    dataset = load_data(cfg)
     model_name = model_kwargs.pop("name")
     model = build_model(model_name, num_classes=dataset.num_classes, **model_kwargs)
     expected = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),

@@ -19,15 +19,12 @@ import jax
 import jax.numpy as jnp
 from omegaconf import DictConfig
 
-from pannjax.data import load_dataset
 from pannjax.data.base import Dataset
 from pannjax.errors import ConfigError, DivergenceError
 from pannjax.hw.report import build_report
-from pannjax.models import build_model
-from pannjax.nn import ArithPolicy
 from pannjax.rundir import owned_run_dir
 from pannjax.results import write_results
-from pannjax.experiment import seed_of, setup, stopped_record
+from pannjax.experiment import load_data, model_factory, seed_of, setup, stopped_record
 from pannjax.runner import trainer_config
 from pannjax.search.derive import assignment, inherit_params, layer_probabilities
 from pannjax.search.energy import energy_model
@@ -104,13 +101,9 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
 
 def _search(c: Mapping[str, Any], run_dir: Path, trainer, on_trace: Callable[[], None] | None) -> dict[str, Any]:
     seed, s = seed_of(c), dict(c["search"])
-    data_cfg = dict(c["data"])
-    dataset = load_dataset(data_cfg.pop("name", None), **data_cfg)
-    model_cfg = dict(c["model"])
-    model_name = model_cfg.pop("name", None)
-
-    def model_for(policy: ArithPolicy):
-        return build_model(model_name, num_classes=dataset.num_classes, policy=policy, **model_cfg)
+    dataset = load_data(c)
+    model_name = c["model"]["name"]
+    model_for = model_factory(c["model"], dataset.num_classes)
 
     space = build_search_space(s["candidates"], s["use"], s["reference"], s.get("exclude"))
     scfg = search_config(s)

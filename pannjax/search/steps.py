@@ -72,10 +72,9 @@ class SearchConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"search.{name}={value!r}: expected a whole number >= {low}")
-        for name in ("alpha_lr", "unroll_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"search.{name}={getattr(self, name)}: must be > 0")
-        for name in ("alpha_weight_decay", "alpha_start_epoch", "kl_weight"):
+        if not self.alpha_lr > 0:
+            raise ConfigError(f"search.alpha_lr={self.alpha_lr}: must be > 0")
+        for name in ("alpha_weight_decay", "alpha_start_epoch", "kl_weight", "unroll_lr"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"search.{name}={getattr(self, name)}: must be >= 0")
         if not isinstance(self.second_order, bool):
