@@ -43,7 +43,7 @@ from pannjax.sweep import collect_results, group_mean, markdown_table, plot_pare
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs" / "experiment"
 ENTRIES = ("train", "search", "pann")
-RESUMABLE = ("train",)
+RESUMABLE = ("train", "search")
 EXPECTED_KEYS = {"source", "metric", "rows", "claims"}
 #: axis titles (with units) of the usual results.json columns
 AXIS_LABELS = {"energy_pj": "energy per example (pJ)", "test_accuracy": "test accuracy",

@@ -129,3 +129,11 @@ def test_optuna_pareto_sweep_of_accuracy_and_energy(tmp_path):
     result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert result["solutions"] and all(len(s["values"]) == 2 for s in result["solutions"])
     assert len(list(tmp_path.glob("*/results.json"))) == 2
+
+
+def test_training_and_search_sweeps_resume_pann_sweeps_start_afresh(tmp_path):
+    """Training and the ENOS search checkpoint every epoch, so a re-run reproduction resumes their jobs."""
+    from pannjax.reproduce import sweep_command
+
+    for entry, resumes in (("train", True), ("search", True), ("pann", False)):
+        assert ("trainer.resume=true" in sweep_command("x", entry, tmp_path, [])) is resumes, entry
