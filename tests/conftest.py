@@ -1,10 +1,21 @@
 """Test-wide settings: small, deterministic CPU runs."""
 
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# One XLA compilation cache for the session, shared with the entry points tests start as subprocesses
+# (they inherit the environment): the same small programs are compiled by many tests. Results do not
+# change, only compile time; the cache is removed when the session ends.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="pannjax-tests-xla-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import jax  # noqa: E402
 

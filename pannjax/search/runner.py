@@ -4,7 +4,10 @@ results.json holds the per-layer assignment (and final probabilities), energy in
 relative to the all-reference (all-MAC) network (from `pannjax.hw.report.build_report` on both
 networks), test accuracy of the derived network before retraining (inherited weights, BatchNorm
 statistics re-estimated on `bn_recalibration_batches` training batches) and after retraining, the
-all-MAC baseline's accuracy when `search.baseline_epochs > 0`, lambda, variant and wall times.
+all-MAC baseline's accuracy when `search.baseline_epochs > 0`, lambda, variant and wall times (the
+`search` results schema, `pannjax.results`). Search, retraining and baseline run through the training
+loop and are checkpointed in the run dir, `checkpoints/`, `retrain/` and `baseline/`: `trainer.resume=true`
+continues a killed search where it stopped; `trainer.stop_after_epochs` stops the search phase.
 """
 
 from __future__ import annotations
@@ -130,8 +133,8 @@ def _search(c: Mapping[str, Any], run_dir: Path, trainer, on_trace: Callable[[],
     sample = dataset.train_images[: trainer.batch_size]
     fresh = _fresh_variables(derived, sample, seed)
     params = overlay(fresh["params"], inherit_params(state.params, chosen))
-    before_state = recalibrated_state(derived, params, overlay(fresh.get("batch_stats", {}), state.batch_stats), dataset,
-                                      scfg.bn_recalibration_batches, trainer.batch_size, seed)
+    before_state = recalibrated_state(derived, params, overlay(fresh.get("batch_stats", {}), state.batch_stats),
+                                      dataset, scfg.bn_recalibration_batches, trainer.batch_size, seed)
     before = evaluate(before_state, dataset, trainer.eval_batch_size)
 
     times = {"search_seconds": history[-1]["wall_seconds"], "retrain_seconds": 0.0, "baseline_seconds": 0.0}

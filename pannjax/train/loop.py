@@ -117,11 +117,11 @@ class EpochProgram:
 
     `step(state, *inputs) -> (state, metrics)` is the jitted step (metrics hold at least "loss");
     `inputs(epoch)` yields the step inputs of a 0-based epoch, deterministic in it (a resumed run sees the
-    same batches); `after_step(state) -> (state, events)` runs on the host after each step (the sequential search's
-    freezing; it must depend on the state only, so a resumed run repeats it; the events, dicts, are
-    listed in the epoch's record under "events");
-    `end_of_epoch(state) -> dict` adds fields to the epoch's record (the test evaluation);
-    `where_nonfinite(state, inputs) -> str` names the first layer at fault when a loss is not finite.
+    same batches); `after_step(state) -> (state, events)` runs on the host after each step (the
+    sequential search's freezing; it must depend on the state only, so a resumed run repeats it; the
+    events, dicts, are listed in the epoch's record under "events"); `end_of_epoch(state) -> dict` adds
+    fields to the epoch's record (the test evaluation); `where_nonfinite(state, inputs) -> str` names the
+    first layer at fault when a loss is not finite.
     Per-step metrics are averaged over the epoch as `<prefix><name>`."""
 
     name: str
