@@ -95,6 +95,8 @@ SEARCH = [
     ("search=sequential search.freeze_order=sideways", "search.freeze_order='sideways': expected confident"),
     ("search=sequential search.freeze_every_steps=0", "search.freeze_every_steps=0: expected a whole number >= 1"),
     ("search=variational search.tau_end=10", "search.tau_start=5.0, tau_end=10: need 0 < tau_end <= tau_start"),
+    ("search.tau_end=0", "search.tau_start=5.0, tau_end=0: need 0 < tau_end <= tau_start"),  # any variant
+    ("search.val_fraction=0", "search.val_fraction=0: expected a fraction in (0, 1)"),
     ("search=bilevel search.second_order=maybe", "search.second_order='maybe': expected true or false"),
     ("search.use=[mac8,nope]", "search.use[1]='nope' is not defined under search.candidates"),
     ("search.reference=nope", "search.reference='nope' is not defined under search.candidates"),
