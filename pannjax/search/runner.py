@@ -95,21 +95,21 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
     `on_trace` is called whenever the search step is traced (tests check it runs once)."""
     c = setup(cfg, "search")
     run_dir = Path(run_dir)
-    search_config(c["search"])
+    scfg = search_config(c["search"])
     trainer = trainer_config(c["trainer"])
     with owned_run_dir(run_dir, "search", c, resume=trainer.resume, overwrite=bool(c.get("overwrite", False)),
                        resume_key="trainer.resume"):
-        return _search(c, run_dir, trainer, on_trace)
+        return _search(c, run_dir, scfg, trainer, on_trace)
 
 
-def _search(c: Mapping[str, Any], run_dir: Path, trainer, on_trace: Callable[[], None] | None) -> dict[str, Any]:
+def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, trainer,
+            on_trace: Callable[[], None] | None) -> dict[str, Any]:
     seed, s = seed_of(c), dict(c["search"])
     dataset = load_data(c)
     model_name = c["model"]["name"]
     model_for = model_factory(c["model"], dataset.num_classes)
 
     space = build_search_space(s["candidates"], s["use"], s["reference"], s.get("exclude"))
-    scfg = search_config(s)
     acc_bits = int(s.get("acc_bits", 32))
     energy = energy_model(model_for, space, dataset.image_shape, s.get("energy_table"), acc_bits)
     t = time.perf_counter()
