@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from pannjax.errors import ConfigError
 from pannjax.hw.study import run_power_study
 from pannjax.rundir import refuse_before_hydra
+from pannjax.schema import check_command_line
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="power")
@@ -45,5 +46,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("power", sys.argv[1:])  # a config Hydra cannot compose: one line, exit 2
     refuse_before_hydra()  # before Hydra writes .hydra/ into an explicit run dir
     main()

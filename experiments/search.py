@@ -5,6 +5,8 @@
     python experiments/search.py +experiment=enos_shufflenet_cifar10
 """
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -12,6 +14,7 @@ from omegaconf import DictConfig
 from pannjax.experiment import exit_on_config_error, objective
 from pannjax.search.runner import run_search_experiment
 from pannjax.rundir import refuse_before_hydra
+from pannjax.schema import check_command_line
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="search")
@@ -21,5 +24,6 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
 
 
 if __name__ == "__main__":
+    check_command_line("search", sys.argv[1:])  # a config Hydra cannot compose: one line, exit 2
     refuse_before_hydra()  # before Hydra writes .hydra/ into an explicit run dir
     main()

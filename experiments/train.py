@@ -6,6 +6,8 @@
     python experiments/train.py data=cifar10 model=resnet20 trainer=cifar
 """
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -13,6 +15,7 @@ from omegaconf import DictConfig
 from pannjax.experiment import exit_on_config_error, objective
 from pannjax.runner import run_train
 from pannjax.rundir import refuse_before_hydra
+from pannjax.schema import check_command_line
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
@@ -22,5 +25,6 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
 
 
 if __name__ == "__main__":
+    check_command_line("train", sys.argv[1:])  # a config Hydra cannot compose: one line, exit 2
     refuse_before_hydra(resume_key="trainer.resume")  # before Hydra writes .hydra/ into an explicit run dir
     main()

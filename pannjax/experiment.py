@@ -6,9 +6,10 @@
 
 `load_data` and `model_factory` build what the config blocks `data` and `model` describe, the same for
 every entry point. `setup` is the first thing each runner does (`pannjax.runner.run_train`, `pannjax.search.runner`,
-`pannjax.pann.experiment.run_pann`, `pannjax.hw.study.run_power_study`): every top-level key it does not
-know, a plugin that does not import, a seed that is not a whole number and an objective that names no
-results key fail there, in one line naming the key, before data is loaded or a run dir is claimed.
+`pannjax.pann.experiment.run_pann`, `pannjax.hw.study.run_power_study`): a key the schema does not know
+(`pannjax.schema`), a value of the wrong type, a plugin that does not import, a seed that is not a whole
+number and an objective that names no results key fail there, in one line naming the full dotted key,
+before data is loaded or a run dir is claimed.
 `exit_on_config_error` turns a `ConfigError` into that line on stderr and exit status 2 (a
 `DivergenceError`: exit status 3).
 """
@@ -27,27 +28,23 @@ from pannjax.data.base import Dataset
 from pannjax.errors import ConfigError, DivergenceError
 from pannjax.models import build_model
 from pannjax.results import check_column
+from pannjax.schema import validated
 from pannjax.sweep import flatten
-
-#: the top-level keys of each entry point's config ("hydra" is always allowed)
-TOP_LEVEL = {
-    "train": ("data", "model", "quant", "op", "trainer", "seed", "layers", "experiment", "prune", "plugins",
-              "objective", "overwrite"),
-    "search": ("data", "model", "trainer", "search", "seed", "experiment", "plugins", "objective", "overwrite"),
-}
-
 
 def setup(cfg: DictConfig | Mapping, entry: str, known: Sequence[str] | None = None,
           what: str = "a known top-level option") -> dict[str, Any]:
-    """The resolved plain config of `entry`, checked (module docstring). `known` replaces `TOP_LEVEL[entry]`
-    for entry points whose options are all top-level (pann, power; `what` names them in the message)."""
-    c = to_container(cfg)
-    known = set(TOP_LEVEL[entry] if known is None else known)
-    unknown = sorted(set(c) - known - {"hydra"})
-    if unknown:
-        raise ConfigError(f"{unknown[0]} is not {what}; valid: {', '.join(sorted(known - {'hydra'}))}")
+    """The resolved plain config of `entry`, checked (module docstring): "train" and "search" against their
+    schema (`pannjax.schema.validated`, every default filled in); the entry points whose options are all
+    top-level (pann, power) against the option names `known` (`what` names them in the message)."""
+    if known is None:
+        c = validated(cfg, entry)
+    else:
+        c = to_container(cfg)
+        unknown = sorted(set(c) - set(known) - {"hydra"})
+        if unknown:
+            raise ConfigError(f"{unknown[0]} is not {what}; valid: {', '.join(sorted(set(known) - {'hydra'}))}")
     load_plugins(c.get("plugins") or [])
-    if "seed" in known:
+    if "seed" in c or (known and "seed" in known):
         seed_of(c)
     check_objective(c.get("objective"), entry)
     return c

@@ -83,7 +83,7 @@ _TRAIN = {
 _SEARCH = {
     **_RUN,
     "variant": Key(str, "single, bilevel, sequential or variational"),
-    "lambda": Key(NUMBER, "search.lambda, the weight of E/E_ref"),
+    "lambda": Key(NUMBER, "search.lambda, the weight of E/E_ref (with a budget: the multiplier's start)"),
     "candidates": Key(list, "the searched candidates (search.use)"),
     "reference": Key(str, "the reference candidate every energy is compared with"),
     "assignment": Key(dict, "the derived network: layer path -> candidate"),
@@ -92,6 +92,13 @@ _SEARCH = {
     "energy_reference_pj": Key(NUMBER, "energy per example of the all-reference network, pJ"),
     "energy_rel": Key(NUMBER, "energy_pj / energy_reference_pj"),
     "energy_saving": Key(NUMBER, "1 - energy_rel"),
+    "energy_budget": Key(NUMBER, "the energy budget as a fraction of E_ref (search.energy_budget or _pj; null: none)",
+                         True),
+    "energy_budget_pj": Key(NUMBER, "the same budget in pJ per example (null: none)", True),
+    "budget_met": Key(bool, "energy_rel within search.budget_tolerance of the budget (null: no budget)", True),
+    "lambda_final": Key(NUMBER, "lambda at the end of the search (with a budget: the Lagrange multiplier)"),
+    "energy_rel_argmax": Key(NUMBER, "E/E_ref of the plain argmax assignment (with a budget: before the budgeted "
+                             "derivation)"),
     "energy_table_pj": Key(dict, "per layer and candidate energy per example, pJ"),
     "accuracy_before_retraining": Key(NUMBER, "derived network with inherited weights, BN re-estimated"),
     "accuracy_after_retraining": Key(NUMBER, "after search.retrain_epochs (null: none)", True),

@@ -6,7 +6,6 @@ helpers every entry point shares are in `pannjax.experiment`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -24,22 +23,15 @@ from pannjax.nn import abstract_layers
 from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.results import write_results
 from pannjax.rundir import owned_run_dir
-from pannjax.train import OptimizerConfig, TrainerConfig, train_and_evaluate
+from pannjax.schema import build
+from pannjax.train import TrainerConfig, train_and_evaluate
 
 log = logging.getLogger(__name__)
 
 
 def trainer_config(cfg: Mapping[str, Any]) -> TrainerConfig:
-    fields = dict(cfg)
-    opt = dict(fields.pop("optimizer", {}) or {})
-    if "step_milestones" in opt:
-        opt["step_milestones"] = tuple(opt["step_milestones"])
-    for where, given, cls in (("trainer", fields, TrainerConfig), ("trainer.optimizer", opt, OptimizerConfig)):
-        known = {f.name for f in dataclasses.fields(cls)} - ({"optimizer"} if cls is TrainerConfig else set())
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]} is not a known option; valid: {', '.join(sorted(known))}")
-    return TrainerConfig(optimizer=OptimizerConfig(**opt), **fields)
+    """`TrainerConfig` of config block `trainer` (its schema's checks, then the ranges)."""
+    return build(TrainerConfig, cfg, "trainer")
 
 
 def build_model_for(cfg: Mapping[str, Any], num_classes: int):

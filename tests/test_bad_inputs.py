@@ -9,20 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from pannjax.errors import ConfigError
 from pannjax.runner import run_train
+from pannjax.schema import compose_checked
 
 ROOT = Path(__file__).resolve().parents[1]
 
 TRAIN = [
     ("seed=abc", "seed='abc': expected a whole number"),
     ("seed=1.5", "seed=1.5: expected a whole number"),
-    ("trainer.epochs=1.5", "trainer.epochs=1.5: expected a whole number >= 1"),
-    ("trainer.epochs=two", "trainer.epochs='two': expected a whole number >= 1"),
+    ("trainer.epochs=1.5", "trainer.epochs=1.5: expected a whole number"),
+    ("trainer.epochs=two", "trainer.epochs='two': expected a whole number"),
     ("trainer.epochs=0", "trainer.epochs=0: expected a whole number >= 1"),
-    ("trainer.batch_size=64.5", "trainer.batch_size=64.5: expected a whole number >= 1"),
+    ("trainer.batch_size=64.5", "trainer.batch_size=64.5: expected a whole number"),
     ("trainer.batch_size=0", "trainer.batch_size=0: expected a whole number >= 1"),
     ("trainer.eval_batch_size=-1", "trainer.eval_batch_size=-1: expected a whole number >= 1"),
     ("trainer.keep_checkpoints=0", "trainer.keep_checkpoints=0: expected a whole number >= 1"),
@@ -30,7 +30,7 @@ TRAIN = [
     ("trainer.stop_after_epochs=0", "trainer.stop_after_epochs=0: expected a whole number >= 1"),
     ("trainer.log_every=0", "trainer.log_every=0: expected a whole number >= 1"),
     ("trainer.resume=maybe", "trainer.resume='maybe': expected true or false"),
-    ("trainer.checkpoint=1", "trainer.checkpoint=1: expected true or false"),
+    ("trainer.checkpoint=often", "trainer.checkpoint='often': expected true or false"),
     ("model.width=0", "model.width=0: expected a whole number >= 1"),
     ("model.width=2.5", "model.width=2.5: expected a whole number >= 1"),
     ("trainer.init_from=/missing/run", "trainer.init_from=/missing/run: no .hydra/config.yaml there"),
@@ -44,14 +44,14 @@ TRAIN = [
     ("layers=[{pattern:'conv[',op:{name:shift}}]", "layers[0].pattern='conv[' is not a regular expression"),
     ("objective=nope", "objective='nope' is not a results.json key of train runs"),
     ("objective=[test_accuracy,energy_pJ]", "objective='energy_pJ' is not a results.json key of train runs"),
-    ("op.name=nope", "op.name='nope' is unknown; available: adder, bwn, mac, mf, shift, xnor"),
+    ("op.name=nope", "op.name='nope' is unknown; available: adder, bwn, mac, mf, shift"),
     ("+op.foo=1", "op.foo is not a known option of operator 'mac'"),
     ("trainer.optimizer.name=rmsprop", "trainer.optimizer.name='rmsprop': expected 'sgd' or 'adam'"),
-    ("trainer.optimizer.learning_rate=0", "trainer.optimizer.learning_rate=0: must be > 0"),
+    ("trainer.optimizer.learning_rate=0", "trainer.optimizer.learning_rate=0.0: must be > 0"),
     ("trainer.optimizer.schedule=linear", "trainer.optimizer.schedule='linear': expected cosine, step or constant"),
-    ("trainer.optimizer.momentum=-1", "trainer.optimizer.momentum=-1: expected a value in [0, 1)"),
-    ("trainer.optimizer.warmup_epochs=-1", "trainer.optimizer.warmup_epochs=-1: must be >= 0"),
-    ("+trainer.optimizer.step_gamma=2", "trainer.optimizer.step_gamma=2: expected a factor in (0, 1]"),
+    ("trainer.optimizer.momentum=-1", "trainer.optimizer.momentum=-1.0: expected a value in [0, 1)"),
+    ("trainer.optimizer.warmup_epochs=-1", "trainer.optimizer.warmup_epochs=-1.0: must be >= 0"),
+    ("trainer.optimizer.step_gamma=2", "trainer.optimizer.step_gamma=2.0: expected a factor in (0, 1]"),
     ("+trainer.optimizer.beta=1", "trainer.optimizer.beta is not a known option"),
     ("+trainer.foo=1", "trainer.foo is not a known option; valid: batch_size, checkpoint, epochs"),
     ("+model.foo=1", "model.foo is not an option of model 'digits_cnn'; valid: width"),
@@ -60,8 +60,9 @@ TRAIN = [
 
 
 def _cfg(*overrides, name="train", base=("trainer.progress=false", "model.width=8")):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(name, overrides=[*base, *overrides])
+    """The composed config, as the entry point composes it (`compose_checked`: a value Hydra cannot
+    compose onto the schema is the same one-line ConfigError)."""
+    return compose_checked(name, [*base, *overrides])
 
 
 def _refused(run, run_dir, message):
@@ -81,22 +82,22 @@ SEARCH = [
     ("+search.foo=1", "search.foo is not a known option; valid: acc_bits, alpha_lr"),
     ("search.variant=bogus", "search.variant='bogus': expected one of ('single', 'bilevel', 'sequential'"),
     ("search.lambda=-1", "search.lambda=-1.0: must be >= 0"),
-    ("search.lambda=abc", "search.lambda='abc': expected a number >= 0"),
+    ("search.lambda=abc", "search.lambda='abc': expected a number"),
     ("search.epochs=0", "search.epochs=0: expected a whole number >= 1"),
-    ("search.epochs=1.5", "search.epochs=1.5: expected a whole number >= 1"),
-    ("search.alpha_lr=-1", "search.alpha_lr=-1: must be > 0"),
-    ("search.alpha_start_epoch=-1", "search.alpha_start_epoch=-1: must be >= 0"),
+    ("search.epochs=1.5", "search.epochs=1.5: expected a whole number"),
+    ("search.alpha_lr=-1", "search.alpha_lr=-1.0: must be > 0"),
+    ("search.alpha_start_epoch=-1", "search.alpha_start_epoch=-1.0: must be >= 0"),
     ("search.bn_recalibration_batches=-1", "search.bn_recalibration_batches=-1: expected a whole number >= 0"),
     ("search.retrain_epochs=-1", "search.retrain_epochs=-1: expected a whole number >= 0 (0: none)"),
-    ("search.baseline_epochs=1.5", "search.baseline_epochs=1.5: expected a whole number >= 0 (0: none)"),
-    ("search.retrain_learning_rate=-1", "search.retrain_learning_rate=-1: expected a number > 0"),
+    ("search.baseline_epochs=1.5", "search.baseline_epochs=1.5: expected a whole number"),
+    ("search.retrain_learning_rate=-1", "search.retrain_learning_rate=-1.0: expected a number > 0"),
     ("search.acc_bits=0", "search.acc_bits=0: expected an accumulator width in 2..64 bits"),
     ("search=bilevel search.val_fraction=1.5", "search.val_fraction=1.5: expected a fraction in (0, 1)"),
     ("search=sequential search.freeze_order=sideways", "search.freeze_order='sideways': expected confident"),
     ("search=sequential search.freeze_every_steps=0", "search.freeze_every_steps=0: expected a whole number >= 1"),
-    ("search=variational search.tau_end=10", "search.tau_start=5.0, tau_end=10: need 0 < tau_end <= tau_start"),
-    ("search.tau_end=0", "search.tau_start=5.0, tau_end=0: need 0 < tau_end <= tau_start"),  # any variant
-    ("search.val_fraction=0", "search.val_fraction=0: expected a fraction in (0, 1)"),
+    ("search=variational search.tau_end=10", "search.tau_start=5.0, tau_end=10.0: need 0 < tau_end <= tau_start"),
+    ("search.tau_end=0", "search.tau_start=5.0, tau_end=0.0: need 0 < tau_end <= tau_start"),  # any variant
+    ("search.val_fraction=0", "search.val_fraction=0.0: expected a fraction in (0, 1)"),
     ("search=bilevel search.second_order=maybe", "search.second_order='maybe': expected true or false"),
     ("search.use=[mac8,nope]", "search.use[1]='nope' is not defined under search.candidates"),
     ("search.reference=nope", "search.reference='nope' is not defined under search.candidates"),
@@ -114,9 +115,10 @@ SEARCH = [
 def test_search_bad_input_is_one_line_naming_the_key(tmp_path, override, message):
     from pannjax.search.runner import run_search_experiment
 
-    cfg = _cfg(*override.split(" "), name="search", base=("trainer.progress=false", "model.width=4", "search.epochs=1",
-                                               "search.retrain_epochs=0", "search.baseline_epochs=0"))
-    _refused(lambda: run_search_experiment(cfg, tmp_path / "run"), tmp_path / "run", message)
+    base = ("trainer.progress=false", "model.width=4", "search.epochs=1", "search.retrain_epochs=0",
+            "search.baseline_epochs=0")
+    _refused(lambda: run_search_experiment(_cfg(*override.split(" "), name="search", base=base), tmp_path / "run"),
+             tmp_path / "run", message)
 
 
 @pytest.fixture(scope="module")
@@ -150,12 +152,13 @@ PANN = [
     ("x_bits=0", "x_bits=[0]: activation widths must be integers in 1..16"),
     ("additions=-1", "additions=-1.0: expected > 0"),
     ("budget_toggles=-5 budget_bits=null", "budget_toggles=-5.0: expected toggles per MAC > 0"),
+    ("budget_toggles=5", "give budget_bits or budget_toggles, not both (set budget_bits=null)"),
     ("scale_rule=bogus", "scale_rule='bogus': expected one of ('exact', 'mean')"),
     ("seed=abc", "seed='abc': expected a whole number"),
     ("budget_signed=maybe", "budget_signed='maybe': expected true or false"),
     ("w_per_channel=maybe", "w_per_channel='maybe': expected true or false"),
     ("mode=sweep sweep.x_bits=[0]", "sweep.x_bits=[0]: expected bit widths in 1..16"),
-    ("mode=sweep sweep.additions=[-1]", "sweep.additions=[-1]: expected a list of additions per input R > 0"),
+    ("mode=sweep sweep.additions=[-1]", "sweep.additions=[-1.0]: expected a list of additions per input R > 0"),
     ("mode=sweep sweep.uniform_bits=[99]", "sweep.uniform_bits=[99]: expected bit widths in 1..16"),
     ("mode=sweep +sweep.r=[1]", "sweep.r is not a known option; valid: additions, uniform_bits, x_bits"),
 ]
@@ -166,8 +169,8 @@ def test_pann_bad_input_is_one_line_naming_the_key(tmp_path, float_run, override
     from pannjax.pann.experiment import run_pann
     from pannjax.experiment import to_container
 
-    cfg = to_container(_cfg(*override.split(" "), name="pann", base=(f"checkpoint={float_run}",)))
-    _refused(lambda: run_pann(cfg, tmp_path / "run"), tmp_path / "run", message)
+    _refused(lambda: run_pann(to_container(_cfg(*override.split(" "), name="pann", base=(f"checkpoint={float_run}",))),
+                              tmp_path / "run"), tmp_path / "run", message)
 
 
 def test_a_bad_search_input_exits_2_with_one_line(tmp_path):
@@ -196,7 +199,7 @@ POWER = [
     ("acc_bits=[16,24,1]", "acc_bits=[16, 24, 1]: expected a list of whole numbers in 2..32"),
     ("fan_in=0", "fan_in=[0]: expected a list of whole numbers"),
     ("gates.units=[mac,madd]", "gates.units=['mac', 'madd']: ['madd'] are not units"),
-    ("gates.additions=0", "gates.additions=0: PANN's additions per input must be > 0"),
+    ("gates.additions=0", "gates.additions=0.0: PANN's additions per input must be > 0"),
     ("gates.shift_w_bits=7", "gates.shift_w_bits=7: a PoT weight of 2..4 bits"),
 ]
 
@@ -205,13 +208,11 @@ POWER = [
 def test_power_bad_input_is_one_line_naming_the_key(tmp_path, override, message):
     from pannjax.hw.study import check_config
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("power", overrides=[override])
     if message is None:
-        check_config(cfg)
+        check_config(_cfg(override, name="power", base=()))
         return
     with pytest.raises(ConfigError) as e:
-        check_config(cfg)
+        check_config(_cfg(override, name="power", base=()))
     assert "\n" not in str(e.value) and str(e.value).startswith(message), str(e.value)
 
 
@@ -234,17 +235,48 @@ def test_an_incompatible_quantizer_and_operator_fail_at_set_up(tmp_path, overrid
     assert not (tmp_path / "run").exists()  # nothing was loaded or written
 
 
-def test_python_defaults_equal_the_yaml_defaults_of_the_search():
-    """SearchConfig's defaults are those of configs/search.yaml (one value per setting)."""
+def test_the_defaults_a_run_uses_are_the_dataclass_defaults():
+    """One value per setting: the composed search and train configs hold SearchConfig's, SearchRun's and
+    TrainerConfig's defaults (no YAML restates them), and a Python caller's partial dict is completed with
+    the same values."""
     import dataclasses
 
-    from pannjax.experiment import to_container
-    from pannjax.search.runner import search_config
+    from pannjax.schema import RENAMED, validated
+    from pannjax.search.options import SearchRun
     from pannjax.search.steps import SearchConfig
+    from pannjax.train import OptimizerConfig, TrainerConfig
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        yaml = to_container(compose("search"))["search"]
-    assert search_config(yaml).lam == SearchConfig().lam == yaml["lambda"] == 0.3
+    search = compose_checked("search", [])
     for f in dataclasses.fields(SearchConfig):
-        if f.name in yaml:
-            assert getattr(SearchConfig(), f.name) == yaml[f.name], f.name
+        assert search.search[RENAMED.get(f.name, f.name)] == f.default, f.name
+    assert search.search["lambda"] == SearchConfig().lam == 0.3
+    for f in dataclasses.fields(SearchRun):
+        if f.default is not dataclasses.MISSING:
+            assert search.search[f.name] == f.default, f.name
+    train = compose_checked("train", [])
+    for f in dataclasses.fields(TrainerConfig):
+        if f.name not in ("epochs", "batch_size", "eval_batch_size", "optimizer", "log_every"):  # the digits recipe
+            assert train.trainer[f.name] == f.default, f.name
+    partial = validated({"data": {"name": "digits"}, "model": {"name": "digits_cnn"}, "quant": {"name": "float"},
+                         "op": {"name": "mac"}, "trainer": {"epochs": 2, "optimizer": {"learning_rate": 0.5}}}, "train")
+    assert partial["seed"] == 0 and partial["layers"] == [] and partial["prune"] is None
+    assert partial["trainer"]["epochs"] == 2 and partial["trainer"]["batch_size"] == TrainerConfig().batch_size
+    assert partial["trainer"]["optimizer"]["momentum"] == OptimizerConfig().momentum
+    assert partial["trainer"]["optimizer"]["learning_rate"] == 0.5
+    with pytest.raises(ConfigError, match="^quant is missing"):
+        validated({"data": {"name": "digits"}, "model": {"name": "digits_cnn"}, "op": {"name": "mac"}}, "train")
+
+
+def test_a_swept_value_hydra_cannot_compose_exits_2_before_any_job(capsys):
+    """`-m key=a,b`: every swept value is composed before Hydra starts (`check_command_line`, the first thing
+    experiments/*.py do); a bad one is one line and exit status 2; a good command line passes."""
+    from pannjax.schema import check_command_line
+
+    with pytest.raises(SystemExit) as e:
+        check_command_line("train", ["-m", "hydra.sweep.dir=/nowhere", "trainer.epochs=1,x", "quant=uniform"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: trainer.epochs='x': expected a whole number"]
+    with pytest.raises(SystemExit):
+        check_command_line("search", ["search.lambda=0.1", "search=nope"])
+    assert capsys.readouterr().err.startswith("error: search=nope is not a config of group search; available: bilevel")
+    check_command_line("train", ["-m", "trainer.epochs=1,2", "quant=uniform,pot", "hydra/launcher=local"])

@@ -48,8 +48,8 @@ def test_a_nan_run_exits_3_with_one_line_and_an_incomplete_result(tmp_path):
 
 def test_a_nan_search_exits_3_naming_the_layer(tmp_path):
     cmd = [sys.executable, str(ROOT / "experiments" / "search.py"), f"hydra.run.dir={tmp_path}", "search.epochs=1",
-           "search.retrain_epochs=0", "search.baseline_epochs=0", "search.alpha_start_epoch=0", "model.width=8",
-           "trainer.optimizer.learning_rate=1e6", "trainer.progress=false"]
+           "search.retrain_epochs=0", "search.baseline_epochs=0", "search.alpha_start_epoch=0", "model.width=4",
+           "search.use=[mac8,shift4]", "trainer.optimizer.learning_rate=1e6", "trainer.progress=false"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"))
     assert proc.returncode == 3, proc.stderr[-2000:]

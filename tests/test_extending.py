@@ -101,12 +101,15 @@ def test_usable_from_config_in_training(tmp_path):
 
 def test_usable_as_a_search_candidate(tmp_path):
     """Step 5: the same plugin is one more candidate of the ENOS search, costed by its own `cost`."""
+    from pannjax.schema import compose_checked
+    from pannjax.search.runner import run_search_experiment
+
     candidate = "+search.candidates.tern={quant: {name: uniform, w_bits: 8, x_bits: 8}, op: {name: ternary}}"
-    proc = _cli("search.py", f"plugins=[{EXAMPLE}]", candidate, "search.use=[mac8,tern]", "search.epochs=1",
-                "search.alpha_start_epoch=0", "search.retrain_epochs=0", "search.baseline_epochs=0",
-                "search.bn_recalibration_batches=2", "model.width=4", "trainer.progress=false",
-                f"hydra.run.dir={tmp_path}/search", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = compose_checked("search", [
+        f"plugins=[{EXAMPLE}]", candidate, "search.use=[mac8,tern]", "search.epochs=1", "search.alpha_start_epoch=0",
+        "search.retrain_epochs=0", "search.baseline_epochs=0", "search.bn_recalibration_batches=2", "model.width=4",
+        "trainer.progress=false"])
+    run_search_experiment(cfg, tmp_path / "search")  # in-process (the command line: the training test above)
     results = json.loads((tmp_path / "search" / "results.json").read_text())
     assert "tern" in results["candidates"]
     table = results["energy_table_pj"]

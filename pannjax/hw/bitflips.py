@@ -35,7 +35,6 @@ import dataclasses
 import math
 
 import numpy as np
-from scipy.signal import fftconvolve
 from scipy.special import ndtr
 
 from pannjax.errors import ConfigError
@@ -420,7 +419,12 @@ def bitflips_accumulator(q_vals, q_probs, addend_bits: int, acc_bits: int, fan_i
         low_tot, high_tot = low_tot + lo_t, high_tot + hi_t
         t += 1
         if t <= fan_in:
-            f = fftconvolve(f, dense) if f.size * dense.size > 1 << 20 else np.convolve(f, dense)
+            if f.size * dense.size > 1 << 20:
+                from scipy.signal import fftconvolve  # imported here: scipy.signal alone takes ~1 s to import
+
+                f = fftconvolve(f, dense)
+            else:
+                f = np.convolve(f, dense)
             f = np.clip(f, 0.0, None)
             f /= f.sum()
             lo += qmin

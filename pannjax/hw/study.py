@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Mapping
+
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,10 +53,6 @@ def signed_vs_unsigned_accumulation(bits: int, acc_bits: int, fan_in: int, units
             "ratio": acc_s / acc_u, "signed_total": s["total"], "unsigned_total": u["total"]}
 
 
-KNOWN = ("bits", "acc_bits", "main_acc_bits", "fan_in", "weight_bits", "pann", "simulate", "gates", "plots",
-         "overwrite")
-
-
 def _whole_list(cfg: DictConfig, key: str, lo: int, hi: int) -> list[int]:
     values = cfg.get(key)
     values = list(values) if isinstance(values, (list, tuple)) or OmegaConf.is_list(values) else [values]
@@ -63,11 +61,12 @@ def _whole_list(cfg: DictConfig, key: str, lo: int, hi: int) -> list[int]:
     return values
 
 
-def check_config(cfg: DictConfig) -> None:
-    """One-line errors for unknown keys and out-of-range widths, before anything runs."""
+def check_config(cfg: DictConfig | Mapping) -> DictConfig:
+    """The study's config checked against its schema (`pannjax.hw.study_options`, every default filled in),
+    then the ranges of its widths: one-line errors, before anything runs."""
     from pannjax.experiment import setup  # pannjax.hw is imported by the packages the lifecycle builds on
 
-    setup(cfg, "power", KNOWN, "a known option of experiments/power.py")
+    cfg = OmegaConf.create(setup(cfg, "power"))
     bits = _whole_list(cfg, "bits", 1, 16)
     accs = _whole_list(cfg, "acc_bits", 2, 32)
     if any(a < 2 * min(bits) for a in accs):
@@ -82,15 +81,15 @@ def check_config(cfg: DictConfig) -> None:
     _whole_list(cfg, "fan_in", 1, 1 << 20)
     if cfg.gates.enabled:
         check_gate_config(cfg.gates)
+    return cfg
 
 
 def run_power_study(cfg: DictConfig, out_dir: str | Path) -> dict:
     """All tables of the study (plain dicts/lists), written to `out_dir`; returns the results dict."""
     t0 = time.perf_counter()
-    check_config(cfg)
+    cfg = check_config(cfg)
     out_dir = Path(out_dir)
-    with owned_run_dir(out_dir, "power", OmegaConf.to_container(cfg, resolve=True),
-                       overwrite=bool(cfg.get("overwrite", False))):
+    with owned_run_dir(out_dir, "power", OmegaConf.to_container(cfg, resolve=True), overwrite=cfg.overwrite):
         return _study(cfg, out_dir, t0)
 
 

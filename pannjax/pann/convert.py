@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import flax.linen as nn
 import jax
@@ -48,38 +48,32 @@ _CALIB_SAMPLES = 1 << 18  # activation values per layer used for calibration
 
 @dataclasses.dataclass(frozen=True)
 class FloatRun:
-    """A trained float network: its config (plain dict), data set, model and variables."""
+    """A trained float network: its config (plain dict), data set, model and variables; `build(policy)` is
+    the same network with other arithmetic (`pannjax.experiment.model_factory` of the run's `model`)."""
 
     run_dir: Path
     config: dict
     dataset: Any
     model_name: str
-    model_kwargs: dict
+    build: Callable[..., nn.Module]
     model: nn.Module
     variables: dict
     epoch: int
-
-    def build(self, policy: ArithPolicy) -> nn.Module:
-        from pannjax.models import build_model
-
-        return build_model(self.model_name, num_classes=self.dataset.num_classes, policy=policy, **self.model_kwargs)
 
 
 def load_float_run(run_dir: str | Path) -> FloatRun:
     """Model, data and restored variables of a float run directory written by experiments/train.py."""
     from pannjax.build import load_plugins
-    from pannjax.experiment import load_data
-    from pannjax.models import build_model
+    from pannjax.experiment import load_data, model_factory
 
     cfg, variables, epoch = restore_run_variables(run_dir)
     load_plugins(cfg.get("plugins") or [])  # the run's own extensions (e.g. a registered model or operator)
     if (cfg.get("quant") or {}).get("name") not in (None, "float"):
         raise ConfigError(f"checkpoint={run_dir}: the run used quant={cfg['quant']['name']}; PANN converts a "
                           "float network (train with quant=float)")
-    model_kwargs = dict(cfg["model"])
     dataset = load_data(cfg)
-    model_name = model_kwargs.pop("name")
-    model = build_model(model_name, num_classes=dataset.num_classes, **model_kwargs)
+    build = model_factory(cfg["model"], dataset.num_classes)
+    model = build()
     expected = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                               jax.ShapeDtypeStruct((1, *dataset.image_shape), jnp.float32))
     for col in ("params", "batch_stats"):
@@ -89,7 +83,7 @@ def load_float_run(run_dir: str | Path) -> FloatRun:
             bad = sorted(set(want.items()) ^ set(got.items()))[0][0]
             raise ConfigError(f"checkpoint={run_dir}: {col} entry {bad!r} does not match the model of its "
                               ".hydra/config.yaml; the checkpoint is corrupt or from another config")
-    return FloatRun(Path(run_dir), cfg, dataset, model_name, model_kwargs, model, variables, epoch)
+    return FloatRun(Path(run_dir), cfg, dataset, cfg["model"]["name"], build, model, variables, epoch)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -48,10 +48,6 @@ from pannjax.runlog import to_jsonable
 
 log = logging.getLogger(__name__)
 MODES = ("convert", "sweep", "table")
-#: the options of experiments/pann.py (configs/pann.yaml), all top-level
-OPTIONS = ("checkpoint", "mode", "budget_bits", "budget_toggles", "budget_signed", "x_bits", "additions",
-           "accumulation", "scale_rule", "w_per_channel", "first_last", "calibration", "calibration_batches",
-           "calibration_batch_size", "acc_bits", "power_model", "seed", "sweep", "experiment", "overwrite")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -145,17 +141,15 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     pann_kw = dict(accumulation=c["accumulation"], per_channel=bool(c["w_per_channel"]),
                    scale_rule=c["scale_rule"], first_last=first_last)
     signed = bool(c["budget_signed"])
-    specs = [(None, float(c["budget_toggles"]))] if c.get("budget_toggles") is not None else \
+    specs = [(None, float(c["budget_toggles"]))] if c["budget_toggles"] is not None else \
         [(b, None) for b in parse_bits(c["budget_bits"], "budget_bits")]
-    if c.get("budget_toggles") is not None and c.get("budget_bits") is not None:
-        raise ConfigError("give budget_bits or budget_toggles, not both (set budget_bits=null)")
     budgets = []
     for bits, toggles in specs:
         per_mac = budget_per_mac(bits, signed, toggles, layers=layers, acc_bits=acc_bits, model=power_model)
         budget_total = per_mac * sum(l.macs for l in layers)
         b = bits if bits is not None else uniform_bits_within(per_mac, layers, signed, acc_bits, power_model)
-        choice = solve_budget(bits, signed, toggles, layers=layers, x_bits=c.get("x_bits"),
-                              additions=c.get("additions"), acc_bits=acc_bits, accumulation=c["accumulation"],
+        choice = solve_budget(bits, signed, toggles, layers=layers, x_bits=c["x_bits"],
+                              additions=c["additions"], acc_bits=acc_bits, accumulation=c["accumulation"],
                               model=power_model)
         pann = convert(run, folded, pann_policy(choice.x_bits, choice.additions, **pann_kw), inputs, cal)
         same_bits = convert(run, folded, uniform_policy(b, b, first_last), inputs, cal)
@@ -337,52 +331,44 @@ def run_table(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
 def check_options(c: Mapping[str, Any]) -> None:
     """Options of every mode, checked before anything is loaded or written (one line naming the key each):
     a value a mode does not read is still refused when it is invalid (`mode=table budget_bits=0`)."""
-    for key in ("budget_signed", "w_per_channel"):
-        if not isinstance(c.get(key, False), bool):
-            raise ConfigError(f"{key}={c[key]!r}: expected true or false")
+    if c["mode"] not in MODES:
+        raise ConfigError(f"mode={c['mode']!r}: expected one of {MODES}")
     for key in ("calibration_batches", "calibration_batch_size"):
-        value = c.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key}={value!r}: expected a whole number >= 1")
-    if c.get("budget_bits") is not None:
+        if c[key] < 1:
+            raise ConfigError(f"{key}={c[key]!r}: expected a whole number >= 1")
+    if c["budget_bits"] is not None:
         parse_bits(c["budget_bits"], "budget_bits")
+    if c["mode"] == "convert" and c["budget_toggles"] is not None and c["budget_bits"] is not None:
+        raise ConfigError("give budget_bits or budget_toggles, not both (set budget_bits=null)")
     power_model_of(c)
-    sweep = dict(c.get("sweep") or {})
-    unknown = sorted(set(sweep) - {"x_bits", "additions", "uniform_bits"})
-    if unknown:
-        raise ConfigError(f"sweep.{unknown[0]} is not a known option; valid: additions, uniform_bits, x_bits")
     for key in ("x_bits", "uniform_bits"):
-        if key in sweep:
-            parse_bits(sweep[key], f"sweep.{key}")
-    additions = sweep.get("additions", [1.0])
-    if not isinstance(additions, list) or not additions or any(
-            isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in additions):
+        parse_bits(c["sweep"][key], f"sweep.{key}")
+    additions = c["sweep"]["additions"]
+    if not additions or any(not r > 0 for r in additions):
         raise ConfigError(f"sweep.additions={additions!r}: expected a list of additions per input R > 0")
 
 
 def power_model_of(c: Mapping[str, Any]) -> str:
     """The toggle model of the run (`power_model`: gates | registers)."""
-    model = c.get("power_model", DEFAULT_MODEL)
+    model = c["power_model"]
     if model not in ("gates", "registers"):
         raise ConfigError(f"power_model={model!r}: expected gates (calibrated gate-level model) or registers")
     return model
 
 
 def run_pann(c: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Entry point of experiments/pann.py (config: configs/pann.yaml)."""
-    c = setup(c, "pann", OPTIONS, "a known option of experiments/pann.py")
-    mode = c.get("mode", "convert")
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode!r}: expected one of {MODES}")
+    """Entry point of experiments/pann.py (options: `pannjax.pann.options.PannOptions`)."""
+    c = setup(c, "pann")
+    mode = c["mode"]
     check_options(c)
     run_dir = Path(run_dir)
-    if mode != "table" and not c.get("checkpoint"):
+    if mode != "table" and not c["checkpoint"]:
         raise ConfigError("checkpoint is missing: give the run dir of a float training run, "
                           "e.g. checkpoint=outputs/train/<date>/<time>")
     if mode != "table" and run_dir.resolve() == Path(c["checkpoint"]).resolve():
         raise ConfigError(f"hydra.run.dir={run_dir} is the run checkpoint={c['checkpoint']} reads: write this run's "
                           "outputs to another dir")
-    with owned_run_dir(run_dir, "pann", c, overwrite=bool(c.get("overwrite", False))):
+    with owned_run_dir(run_dir, "pann", c, overwrite=c["overwrite"]):
         if mode == "table":
             return run_table(c, run_dir)
         return run_convert(c, run_dir) if mode == "convert" else run_sweep(c, run_dir)

@@ -1,7 +1,16 @@
 """From a search state to a normal pannjax network: the discrete assignment and its inherited weights.
 
 The assignment is argmax_k alpha_lk per layer (frozen layers: their fixed choice) -- DARTS's and ENOS's
-derivation rule. `inherit_params` maps the search parameters onto the derived network's layout: the
+derivation rule. Under an energy budget B (a fraction of E_ref) it is the most probable assignment whose
+energy is within the tolerance of B, an exact multiple-choice knapsack solved as an integer program
+(`budgeted_assignment`, scipy.optimize.milp / HiGHS):
+
+    max_x  sum_lk x_lk log p_lk   s.t.  sum_k x_lk = 1,  E_fixed + sum_lk x_lk e_lk in [(1 - t) B, (1 + t) B] E_ref,
+
+x binary, frozen layers fixed to their choice. When no assignment lies in that window, the most probable
+one below it is taken (or, when even that does not exist, the cheapest), and the budget is not met.
+
+`inherit_params` maps the search parameters onto the derived network's layout: the
 shared kernel/bias, BatchNorm parameters, and the chosen candidate's quantizer parameters
 (`<name>_quantizer_w` -> `quantizer_w`); the other candidates' quantizer parameters are dropped.
 """
@@ -15,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from pannjax.search.energy import EnergyModel
 from pannjax.search.space import SearchSpace
 
 
@@ -24,6 +34,40 @@ def assignment(alpha: Any, frozen: Any, choice: Any, space: SearchSpace) -> dict
     f = traverse_util.flatten_dict(jax.device_get(frozen))
     c = traverse_util.flatten_dict(jax.device_get(choice))
     return {"/".join(k[:-1]): space.names[int(c[k]) if bool(f[k]) else int(np.argmax(a[k]))] for k in sorted(a)}
+
+
+def budgeted_assignment(alpha: Any, frozen: Any, choice: Any, space: SearchSpace, energy: EnergyModel,
+                        budget: float, tolerance: float) -> tuple[dict[str, str], bool]:
+    """(assignment, budget met) under the energy budget `budget` x E_ref (module docstring)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    a = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(jax.device_get(alpha)).items()}
+    f = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(jax.device_get(frozen)).items()}
+    c = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(jax.device_get(choice)).items()}
+    paths, k = sorted(a), len(space.names)
+    logp = np.concatenate([np.asarray(jax.nn.log_softmax(jnp.asarray(a[p], jnp.float32)), np.float64) for p in paths])
+    cost = np.concatenate([energy.per_layer[p] for p in paths]) / energy.reference_pj
+    one_each = np.kron(np.eye(len(paths)), np.ones(k))
+    low = np.zeros(len(paths) * k)
+    for i, p in enumerate(paths):
+        if bool(f[p]):
+            low[i * k + int(c[p])] = 1.0
+    fixed = energy.fixed_pj / energy.reference_pj
+
+    def solve(lo: float, hi: float, objective: np.ndarray) -> np.ndarray | None:
+        result = milp(-objective, integrality=np.ones_like(objective), bounds=Bounds(low, 1.0),
+                      constraints=[LinearConstraint(one_each, 1.0, 1.0),
+                                   LinearConstraint(cost, lo - fixed, hi - fixed)])
+        return result.x if result.status == 0 else None
+
+    x = solve((1 - tolerance) * budget, (1 + tolerance) * budget, logp)
+    met = x is not None
+    if x is None:
+        x = solve(-np.inf, (1 - tolerance) * budget, logp)
+    if x is None:
+        x = solve(-np.inf, np.inf, -cost)
+    picks = np.argmax(np.asarray(x).reshape(len(paths), k), axis=1)
+    return {p: space.names[int(j)] for p, j in zip(paths, picks)}, met
 
 
 def layer_probabilities(alpha: Any, space: SearchSpace) -> dict[str, dict[str, float]]:

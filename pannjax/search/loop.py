@@ -50,7 +50,7 @@ def create_search_state(model: nn.Module, space: SearchSpace, cfg: SearchConfig,
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}), alpha=alpha,
         opt_w=tx_w.init(params), opt_a=tx_a.init(alpha), rng=run_key,
         frozen=jax.tree_util.tree_map(lambda a: jnp.zeros((), bool), alpha),
-        choice=jax.tree_util.tree_map(lambda a: jnp.zeros((), jnp.int32), alpha),
+        choice=jax.tree_util.tree_map(lambda a: jnp.zeros((), jnp.int32), alpha), lam=jnp.asarray(cfg.lam, jnp.float32),
         apply_fn=search_apply_fn(model, space, cfg.single_path), tx_w=tx_w, tx_a=tx_a)
 
 
@@ -100,11 +100,12 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
         return state, events
 
     program = EpochProgram(
-        name="search", step=step, inputs=inputs, steps_per_epoch=steps_per_epoch, end_of_epoch=lambda state: {},
+        name="search", step=step, inputs=inputs, steps_per_epoch=steps_per_epoch,
+        end_of_epoch=lambda state: {"lambda": float(state.lam)},  # with a budget, the multiplier's trajectory
         where_nonfinite=lambda state, _: first_nonfinite(None, {"params": state.params}, None),
         prefix="search_", after_step=freeze_due if freezes else None, best_metric=None,
         log_line=lambda r: (f"loss {r['search_loss']:.4f}  acc {r['search_accuracy']:.3f}  "
-                            f"E/E_ref {r['search_energy_rel']:.3f}"))
+                            f"E/E_ref {r['search_energy_rel']:.3f}  lambda {r['lambda']:.3f}"))
     return run_epochs(program, state, dataclasses.replace(trainer, epochs=cfg.epochs), run_dir)
 
 

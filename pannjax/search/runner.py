@@ -29,44 +29,29 @@ from pannjax.rundir import owned_run_dir
 from pannjax.results import write_results
 from pannjax.experiment import load_data, model_factory, seed_of, setup, stopped_record
 from pannjax.runner import trainer_config
-from pannjax.search.derive import assignment, inherit_params, layer_probabilities
+from pannjax.search.derive import assignment, budgeted_assignment, inherit_params, layer_probabilities
 from pannjax.search.energy import energy_model
 from pannjax.search.loop import frozen_order, run_search
 from pannjax.search.space import build_search_space
+from pannjax.search.options import SearchRun
 from pannjax.search.steps import SearchConfig
+from pannjax.schema import RENAMED, build
 from pannjax.train import train_and_evaluate
 from pannjax.train.loop import evaluate, overlay
 from pannjax.train.state import TrainState
 
 log = logging.getLogger(__name__)
 
-_LOOP_KEYS = {"candidates", "use", "reference", "exclude", "lambda", "retrain_epochs", "retrain_learning_rate",
-              "baseline_epochs", "acc_bits", "energy_table"}
-
-
 def search_config(search: Mapping[str, Any]) -> SearchConfig:
-    fields = {k: v for k, v in search.items() if k not in _LOOP_KEYS}
-    if "lambda" in search:  # else SearchConfig's default, the same as configs/search.yaml's
-        lam = search["lambda"]
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-            raise ConfigError(f"search.lambda={lam!r}: expected a number >= 0")
-        fields["lam"] = float(lam)
-    for key in ("retrain_epochs", "baseline_epochs"):
-        value = search.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"search.{key}={value!r}: expected a whole number >= 0 (0: none)")
-    lr = search.get("retrain_learning_rate")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
-        raise ConfigError(f"search.retrain_learning_rate={lr!r}: expected a number > 0")
-    acc = search.get("acc_bits", 32)
-    if isinstance(acc, bool) or not isinstance(acc, int) or not 2 <= acc <= 64:
-        raise ConfigError(f"search.acc_bits={acc!r}: expected an accumulator width in 2..64 bits")
-    known = {f.name for f in dataclasses.fields(SearchConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ConfigError(f"search.{unknown[0]} is not a known option; valid: "
-                          f"{', '.join(sorted((known - {'lam'}) | _LOOP_KEYS))}")
-    return SearchConfig(**fields)
+    """`SearchConfig` of the keys of config block `search` the jitted step reads."""
+    names = {RENAMED.get(f.name, f.name) for f in dataclasses.fields(SearchConfig)}
+    return build(SearchConfig, {k: v for k, v in search.items() if k in names}, "search")
+
+
+def search_run(search: Mapping[str, Any]) -> SearchRun:
+    """`SearchRun` of the other keys of config block `search`."""
+    names = {f.name for f in dataclasses.fields(SearchRun)}
+    return build(SearchRun, {k: v for k, v in search.items() if k in names}, "search")
 
 
 def recalibrated_state(model, params, batch_stats, dataset: Dataset, batches: int, batch_size: int, seed: int) -> TrainState:
@@ -95,23 +80,23 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
     `on_trace` is called whenever the search step is traced (tests check it runs once)."""
     c = setup(cfg, "search")
     run_dir = Path(run_dir)
-    scfg = search_config(c["search"])
+    scfg, run = search_config(c["search"]), search_run(c["search"])
     trainer = trainer_config(c["trainer"])
-    with owned_run_dir(run_dir, "search", c, resume=trainer.resume, overwrite=bool(c.get("overwrite", False)),
+    with owned_run_dir(run_dir, "search", c, resume=trainer.resume, overwrite=bool(c["overwrite"]),
                        resume_key="trainer.resume"):
-        return _search(c, run_dir, scfg, trainer, on_trace)
+        return _search(c, run_dir, scfg, run, trainer, on_trace)
 
 
-def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, trainer,
+def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: SearchRun, trainer,
             on_trace: Callable[[], None] | None) -> dict[str, Any]:
-    seed, s = seed_of(c), dict(c["search"])
+    seed = seed_of(c)
     dataset = load_data(c)
     model_name = c["model"]["name"]
     model_for = model_factory(c["model"], dataset.num_classes)
 
-    space = build_search_space(s["candidates"], s["use"], s["reference"], s.get("exclude"))
-    acc_bits = int(s.get("acc_bits", 32))
-    energy = energy_model(model_for, space, dataset.image_shape, s.get("energy_table"), acc_bits)
+    space = build_search_space(run.candidates, run.use, run.reference, run.exclude)
+    acc_bits = run.acc_bits
+    energy = energy_model(model_for, space, dataset.image_shape, run.energy_table, acc_bits)
     t = time.perf_counter()
     try:
         state, history = run_search(model_for(space.reference_policy()), dataset, space, energy, scfg, trainer, seed,
@@ -127,7 +112,16 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, trainer,
         results = write_results(run_dir, "search", results, c)
         log.info("search stopped after epoch %d of %d: resume with trainer.resume=true", searched, scfg.epochs)
         return results
-    chosen = assignment(state.alpha, state.frozen, state.choice, space)
+    budget = scfg.budget_rel(energy.reference_pj)
+    argmax = assignment(state.alpha, state.frozen, state.choice, space)
+    chosen, budget_met = argmax, None
+    if budget is not None:
+        chosen, budget_met = budgeted_assignment(state.alpha, state.frozen, state.choice, space, energy, budget,
+                                                 scfg.budget_tolerance)
+        if not budget_met:
+            log.warning("no assignment lies within %.0f%% of the energy budget %.4f of E_ref: the derived network "
+                        "is the most probable one %s it", 100 * scfg.budget_tolerance, budget,
+                        "below" if energy.assignment_pj(chosen) / energy.reference_pj < budget else "closest to")
 
     derived = model_for(space.derived_policy(chosen))
     sample = dataset.train_images[: trainer.batch_size]
@@ -138,12 +132,12 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, trainer,
     before = evaluate(before_state, dataset, trainer.eval_batch_size)
 
     times = {"search_seconds": history[-1]["wall_seconds"], "retrain_seconds": 0.0, "baseline_seconds": 0.0}
-    retrain_epochs = int(s.get("retrain_epochs", 0))
+    retrain_epochs = run.retrain_epochs
     after = None
     final_state = before_state
     if retrain_epochs > 0:
-        opt = dataclasses.replace(trainer.optimizer, learning_rate=float(s.get("retrain_learning_rate",
-                                                                            trainer.optimizer.learning_rate)))
+        lr = trainer.optimizer.learning_rate if run.retrain_learning_rate is None else run.retrain_learning_rate
+        opt = dataclasses.replace(trainer.optimizer, learning_rate=lr)
         retrainer = dataclasses.replace(trainer, epochs=retrain_epochs, optimizer=opt, stop_after_epochs=None)
         final_state, retrained = train_and_evaluate(derived, dataset, retrainer, seed, run_dir / "retrain",
                                                     init_params=before_state.params,
@@ -152,7 +146,7 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, trainer,
 
     reference_model = model_for(space.reference_policy())
     baseline = None
-    baseline_epochs = int(s.get("baseline_epochs", 0))
+    baseline_epochs = run.baseline_epochs
     if baseline_epochs > 0:
         base_trainer = dataclasses.replace(trainer, epochs=baseline_epochs, stop_after_epochs=None)
         _, base = train_and_evaluate(reference_model, dataset, base_trainer, seed, run_dir / "baseline")
@@ -160,9 +154,9 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, trainer,
 
     shape = jax.ShapeDtypeStruct((1, *dataset.image_shape), jnp.float32)
     derived_report = build_report(derived, {"params": final_state.params, "batch_stats": final_state.batch_stats},
-                                  shape, acc_bits=acc_bits, table=s.get("energy_table"), simulate=False)
+                                  shape, acc_bits=acc_bits, table=run.energy_table, simulate=False)
     ref_vars = jax.eval_shape(lambda: reference_model.init(jax.random.key(0), jnp.zeros(shape.shape), train=False))
-    ref_report = build_report(reference_model, ref_vars, shape, acc_bits=acc_bits, table=s.get("energy_table"),
+    ref_report = build_report(reference_model, ref_vars, shape, acc_bits=acc_bits, table=run.energy_table,
                               simulate=False)
     derived_report.save(run_dir, "power_report")
     e_derived, e_ref = derived_report.total_energy_pj, ref_report.total_energy_pj
@@ -175,6 +169,9 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, trainer,
         "assignment": chosen, "probabilities": layer_probabilities(state.alpha, space),
         "energy_pj": e_derived, "toggles": derived_report.totals()["toggles"], "energy_reference_pj": e_ref,
         "energy_rel": e_derived / e_ref, "energy_saving": 1.0 - e_derived / e_ref,
+        "energy_budget": budget, "energy_budget_pj": None if budget is None else budget * e_ref,
+        "budget_met": budget_met, "lambda_final": float(state.lam),
+        "energy_rel_argmax": energy.assignment_pj(argmax) / energy.reference_pj,
         "energy_table_pj": {p: dict(zip(space.names, v.tolist())) for p, v in energy.per_layer.items()},
         "accuracy_before_retraining": before["accuracy"], "accuracy_after_retraining": after,
         "test_accuracy": accuracy, "baseline_accuracy": baseline,

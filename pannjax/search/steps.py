@@ -22,6 +22,17 @@ variational (ENOS stochastic / variational mode; Concrete / Gumbel-softmax relax
             (straight-through, see `pannjax.search.layers`). Loss (a negative ELBO with an energy prior):
             CE_train + lambda E_q[E]/E_ref + beta KL(q || p), p uniform over candidates. tau anneals
             exponentially from tau_start to tau_end over the search.
+
+Energy budget (`energy_budget` = B, a fraction of E_ref, or `energy_budget_pj`): lambda is the Lagrange
+multiplier of the constraint E(alpha)/E_ref = B, updated by dual ascent after every step once alpha moves,
+
+    lambda <- lambda + dual_lr (E(alpha)/E_ref - B),
+
+so the energy term weighs more while the expected energy is above the budget and less (negative: energy
+is rewarded) while below -- the basic differential multiplier method (Platt & Barr, "Constrained
+Differential Optimization", NIPS 1987): gradient descent on (w, alpha), ascent on lambda, in one jitted
+step. lambda is an array of the state, so its changes never re-trace the step; the derivation then picks
+the most probable assignment within the budget's tolerance (`pannjax.search.derive.budgeted_assignment`).
 """
 
 from __future__ import annotations
@@ -43,29 +54,45 @@ VARIANTS = ("single", "bilevel", "sequential", "variational")
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """How to search. `lam` is the config key `search.lambda`."""
+    """How to search: the options the jitted step reads, defaults of the config block `search` (`lam` is
+    the key `search.lambda`; `pannjax.schema`). Variant options are read by their variant only."""
 
-    variant: str = "single"
-    lam: float = 0.3                     # configs/search.yaml's search.lambda
-    epochs: int = 10
-    alpha_lr: float = 0.05
+    variant: str = "single"              # single | bilevel | sequential | variational (configs/search/)
+    lam: float = 0.3                     # weight of E(alpha)/E_ref in the objective (with a budget: its start)
+    energy_budget: float | None = None   # target E/E_ref of the derived network: lambda becomes a multiplier
+    energy_budget_pj: float | None = None  # the same target in pJ per example (instead of energy_budget)
+    dual_lr: float = 0.5                 # step of the dual ascent on lambda (per search step)
+    budget_tolerance: float = 0.02       # the derived network's |E/E_ref - budget| <= tolerance x budget
+    epochs: int = 10                     # search epochs
+    alpha_lr: float = 0.05               # Adam on the architecture logits (b1 = 0.5, as DARTS)
     alpha_weight_decay: float = 0.0
     alpha_start_epoch: float = 1.0       # weights-only warm-up before alpha moves
-    val_fraction: float = 0.2            # bilevel: held-out share of the training split
-    second_order: bool = False           # bilevel: unrolled approximation
-    unroll_lr: float = 0.01              # bilevel second order: xi
-    freeze_order: str = "confident"      # sequential: confident | forward | backward
-    freeze_every_steps: int | None = None  # sequential: None = evenly over the search after warm-up
-    tau_start: float = 5.0               # variational
-    tau_end: float = 0.5
-    kl_weight: float = 0.01
-    bn_recalibration_batches: int = 20
+    val_fraction: float = 0.2            # bilevel: held-out share of the training split for the alpha steps
+    second_order: bool = False           # bilevel: differentiate through one unrolled weight step ...
+    unroll_lr: float = 0.01              # ... of step size xi = unroll_lr
+    freeze_order: str = "confident"      # sequential: confident (largest max probability first) | forward | backward
+    freeze_every_steps: int | None = None  # sequential: None = evenly spaced from the warm-up's end to the end
+    tau_start: float = 5.0               # variational: Gumbel-softmax temperature, annealed exponentially ...
+    tau_end: float = 0.5                 # ... to tau_end
+    kl_weight: float = 0.01              # variational: weight of KL(q || uniform)
+    bn_recalibration_batches: int = 20   # BatchNorm statistics of the derived network re-estimated on these
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ConfigError(f"search.variant={self.variant!r}: expected one of {VARIANTS}")
         if self.lam < 0:
             raise ConfigError(f"search.lambda={self.lam}: must be >= 0")
+        for name in ("energy_budget", "energy_budget_pj"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"search.{name}={value}: expected an energy > 0 (null: no budget)")
+        if self.energy_budget is not None and self.energy_budget_pj is not None:
+            raise ConfigError("search.energy_budget and search.energy_budget_pj are both set: give one (the other "
+                              "null)")
+        if not self.dual_lr > 0:
+            raise ConfigError(f"search.dual_lr={self.dual_lr}: must be > 0")
+        if not 0 < self.budget_tolerance < 1:
+            raise ConfigError(f"search.budget_tolerance={self.budget_tolerance}: expected a fraction in (0, 1)")
         for name, low in (("epochs", 1), ("bn_recalibration_batches", 0), ("freeze_every_steps", 1)):
             value = getattr(self, name)
             if name == "freeze_every_steps" and value is None:
@@ -90,10 +117,17 @@ class SearchConfig:
     def single_path(self) -> bool:
         return self.variant == "variational"
 
+    def budget_rel(self, reference_pj: float) -> float | None:
+        """The energy budget as a fraction of E_ref (None: no budget)."""
+        if self.energy_budget_pj is not None:
+            return self.energy_budget_pj / reference_pj
+        return self.energy_budget
+
 
 class SearchState(struct.PyTreeNode):
     """Everything a search step reads and writes. `frozen` (bool) and `choice` (int32) are per-layer
-    scalars in trees shaped like `alpha`: the sequential variant's masks (all False otherwise)."""
+    scalars in trees shaped like `alpha`: the sequential variant's masks (all False otherwise). `lam` is
+    the energy weight lambda, a scalar array: constant, or the Lagrange multiplier of an energy budget."""
 
     step: jax.Array
     params: Any
@@ -104,6 +138,7 @@ class SearchState(struct.PyTreeNode):
     rng: jax.Array
     frozen: Any
     choice: Any
+    lam: jax.Array
     apply_fn: Callable = struct.field(pytree_node=False)
     tx_w: optax.GradientTransformation = struct.field(pytree_node=False)
     tx_a: optax.GradientTransformation = struct.field(pytree_node=False)
@@ -175,7 +210,14 @@ def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, t
     """The jitted step of `cfg.variant`: `step(state, batch) -> (state, metrics)`, and for bilevel
     `step(state, train_batch, val_batch)`. `on_trace` is called each time JAX traces the step (tests)."""
     e_ref = energy.reference_pj
-    lam = cfg.lam
+    budget = cfg.budget_rel(e_ref)
+
+    def dual_ascent(state: SearchState, e: jax.Array) -> SearchState:
+        """lambda <- lambda + dual_lr (E(alpha)/E_ref - budget) once alpha moves (module docstring)."""
+        if budget is None:
+            return state
+        active = state.step > alpha_start_step  # `state` is after its step: the step count is one ahead
+        return state.replace(lam=state.lam + jnp.where(active, cfg.dual_lr * (e / e_ref - budget), 0.0))
 
     def energy_terms(alpha, frozen, choice):
         probs = probabilities(alpha, frozen, choice)
@@ -197,9 +239,10 @@ def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, t
             probs, e = energy_terms(alpha, state.frozen, state.choice)
             logits, updates = _forward(state, params, probs, images, noise_rng)
             ce = cross_entropy(logits, batch["label"])
-            return ce + lam * e / e_ref, (ce, e, logits, updates)
+            return ce + state.lam * e / e_ref, (ce, e, logits, updates)
 
         new, (ce, e, logits) = _joint_update(state, loss_fn, state.step >= alpha_start_step)
+        new = dual_ascent(new, e)
         return new, metrics(ce, logits, batch["label"], e)
 
     def bilevel_step(state: SearchState, train: dict, val: dict):
@@ -221,7 +264,7 @@ def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, t
                 params = jax.tree_util.tree_map(lambda p, d: p - cfg.unroll_lr * d, params, g)
             probs, e = energy_terms(alpha, state.frozen, state.choice)
             logits, _ = _forward(state, params, probs, val["image"], val_rng)  # BN statistics of val batch discarded
-            return cross_entropy(logits, val["label"]) + lam * e / e_ref
+            return cross_entropy(logits, val["label"]) + state.lam * e / e_ref
 
         g_a = jax.grad(val_loss)(state.alpha)
         alpha, opt_a = _apply_alpha(state, g_a, state.step >= alpha_start_step)
@@ -230,6 +273,7 @@ def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, t
         params, opt_w = _apply_weights(state, g_w)
         _, e = energy_terms(state.alpha, state.frozen, state.choice)
         new = state.replace(step=state.step + 1, params=params, opt_w=opt_w, batch_stats=updates["batch_stats"])
+        new = dual_ascent(new, e)
         return new, metrics(ce, logits, train["label"], e)
 
     def variational_step(state: SearchState, batch: dict):
@@ -245,9 +289,10 @@ def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, t
             logits, updates = _forward(state, params, gates, images, noise_rng)
             ce = cross_entropy(logits, batch["label"])
             probs, e = energy_terms(alpha, state.frozen, state.choice)
-            return ce + lam * e / e_ref + cfg.kl_weight * kl_to_uniform(probs), (ce, e, logits, updates)
+            return ce + state.lam * e / e_ref + cfg.kl_weight * kl_to_uniform(probs), (ce, e, logits, updates)
 
         new, (ce, e, logits) = _joint_update(state, loss_fn, state.step >= alpha_start_step)
+        new = dual_ascent(new, e)
         out = metrics(ce, logits, batch["label"], e)
         out["tau"] = tau
         return new, out

@@ -45,21 +45,22 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
-    """How to train. `stop_after_epochs` ends this process early (a time-limited cluster job); the
-    schedule still spans `epochs`, and `resume=True` continues where it stopped."""
+    """How to train: the defaults of config block `trainer` (`pannjax.schema`; configs/trainer/*.yaml set
+    recipes). `stop_after_epochs` ends this process early (a time-limited cluster job); the schedule still
+    spans `epochs`, and `resume=True` continues where it stopped."""
 
     epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 512
     optimizer: OptimizerConfig = OptimizerConfig()
-    checkpoint: bool = True
-    keep_checkpoints: int = 2
-    resume: bool = False
+    checkpoint: bool = True       # an orbax checkpoint per epoch in <run dir>/checkpoints
+    keep_checkpoints: int = 2     # the latest kept, and the best by test accuracy
+    resume: bool = False          # continue the run in this run dir from its newest good checkpoint
     stop_after_epochs: int | None = None
     init_from: str | None = None  # run dir whose latest checkpoint initialises matching params (fine-tuning)
-    progress: bool = True
-    log_every: int = 10
-    tensorboard: bool = True
+    progress: bool = True         # a progress bar on a terminal; one log line per epoch otherwise
+    log_every: int = 10           # steps between training-loss records
+    tensorboard: bool = True      # event files in <run dir>/tensorboard next to metrics.jsonl
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints", "log_every", "stop_after_epochs"):
