@@ -78,8 +78,8 @@ def test_a_budgeted_search_lands_on_its_budget_and_compiles_once(tmp_path):
         "seed": 0, "data": {"name": "digits"}, "model": {"name": "digits_cnn", "width": 4},
         "trainer": {"epochs": 1, "batch_size": 64, "progress": False, "tensorboard": False, "checkpoint": False,
                     "optimizer": {"learning_rate": 0.05}},
-        "search": {"variant": "single", "lambda": 0.0, "energy_budget": 0.5, "epochs": 3, "alpha_start_epoch": 0.0,
-                   "alpha_lr": 0.1, "retrain_epochs": 0, "baseline_epochs": 0, "bn_recalibration_batches": 2,
+        "search": {"variant": "single", "lambda": 0.0, "energy_budget": 0.5, "dual_lr": 0.5, "epochs": 3,
+                   "alpha_start_epoch": 0.0, "alpha_lr": 0.1, "retrain_epochs": 0, "baseline_epochs": 0, "bn_recalibration_batches": 2,
                    "use": ["mac8", "mac4", "shift4"], "reference": "mac8", "candidates": CANDIDATES},
     }
     traces = []

@@ -61,7 +61,7 @@ class SearchConfig:
     lam: float = 0.3                     # weight of E(alpha)/E_ref in the objective (with a budget: its start)
     energy_budget: float | None = None   # target E/E_ref of the derived network: lambda becomes a multiplier
     energy_budget_pj: float | None = None  # the same target in pJ per example (instead of energy_budget)
-    dual_lr: float = 0.5                 # step of the dual ascent on lambda (per search step)
+    dual_lr: float = 0.05                # step of the dual ascent on lambda (per search step)
     budget_tolerance: float = 0.02       # the derived network's |E/E_ref - budget| <= tolerance x budget
     epochs: int = 10                     # search epochs
     alpha_lr: float = 0.05               # Adam on the architecture logits (b1 = 0.5, as DARTS)
