@@ -1,6 +1,6 @@
 """The experiment lifecycle every entry point shares: set-up, the objective, and one-line exits.
 
-    c = setup(cfg, "search")           # resolved plain config, checked: top-level keys, plugins, seed, objective
+    c = setup(cfg, "search")           # resolved plain config, checked: schema, plugins, seed, objective
     results = <method>(c, run_dir)     # inside pannjax.rundir.owned_run_dir; ends in pannjax.results.write_results
     return objective(results, c.get("objective"))   # what a Hydra sweeper optimises
 
@@ -31,20 +31,13 @@ from pannjax.results import check_column
 from pannjax.schema import validated
 from pannjax.sweep import flatten
 
-def setup(cfg: DictConfig | Mapping, entry: str, known: Sequence[str] | None = None,
-          what: str = "a known top-level option") -> dict[str, Any]:
-    """The resolved plain config of `entry`, checked (module docstring): "train" and "search" against their
-    schema (`pannjax.schema.validated`, every default filled in); the entry points whose options are all
-    top-level (pann, power) against the option names `known` (`what` names them in the message)."""
-    if known is None:
-        c = validated(cfg, entry)
-    else:
-        c = to_container(cfg)
-        unknown = sorted(set(c) - set(known) - {"hydra"})
-        if unknown:
-            raise ConfigError(f"{unknown[0]} is not {what}; valid: {', '.join(sorted(set(known) - {'hydra'}))}")
+def setup(cfg: DictConfig | Mapping, entry: str) -> dict[str, Any]:
+    """The resolved plain config of `entry` ("train", "search", "pann", "power"), checked (module docstring):
+    merged onto its schema (`pannjax.schema.validated`, every default filled in), plugins loaded, seed and
+    objective checked."""
+    c = validated(cfg, entry)
     load_plugins(c.get("plugins") or [])
-    if "seed" in c or (known and "seed" in known):
+    if "seed" in c:
         seed_of(c)
     check_objective(c.get("objective"), entry)
     return c

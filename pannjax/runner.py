@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from omegaconf import DictConfig
 
 from pannjax.build import build_policy, check_patterns
-from pannjax.errors import ConfigError, DivergenceError
+from pannjax.errors import DivergenceError
 from pannjax.experiment import load_data, model_factory, seed_of, setup, stopped_record
 from pannjax.hw.report import NetworkReport, build_report
 from pannjax.nn import abstract_layers

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from omegaconf import DictConfig
 
 from pannjax.data.base import Dataset
-from pannjax.errors import ConfigError, DivergenceError
+from pannjax.errors import DivergenceError
 from pannjax.hw.report import build_report
 from pannjax.rundir import owned_run_dir
 from pannjax.results import write_results
