@@ -3,9 +3,8 @@ pannjax's own frozen dataclasses, so each default lives in one place, the datacl
 
     configs/train.yaml:  defaults: [train_schema, data: digits, ..., trainer: digits, _self_]
 
-`register()` stores `train_schema`, `search_schema`, `pann_schema` and `power_schema` in Hydra's
-`ConfigStore`; the primary configs list
-them first, so every YAML preset, experiment config and command-line override is composed onto them and
+`register()` (run on import) stores `train_schema`, `search_schema`, `pann_schema` and `power_schema` in
+Hydra's `ConfigStore`; the primary configs list them first, so every YAML preset, experiment config and command-line override is composed onto them and
 a key the schema lacks, or a value of the wrong type, fails at composition. Hydra reports such a failure
 in several lines: `compose_checked` (what every `experiments/*.py` runs before Hydra does)
 composes the same command and turns it into one `ConfigError` line naming the full dotted key and the
@@ -166,12 +165,18 @@ def build(cls: type, values: Mapping[str, Any], where: str):
     node (unknown keys, types; defaults filled in), nested dataclasses built, lists made tuples where the
     field is a tuple, then `cls.__post_init__`'s range checks."""
     given = {RENAMED.get(k, k): v for k, v in dict(values).items()}
-    block = node(cls)
+    block = _block(cls)
     try:
         plain = OmegaConf.to_container(OmegaConf.merge(block, given), resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:
         raise ConfigError(one_line(e, block, where)) from None
-    return _instantiate(cls, {k: v for k, v in plain.items()})  # type: ignore[union-attr]
+    return _instantiate(cls, plain)  # type: ignore[arg-type]
+
+
+@functools.cache
+def _block(cls: type) -> DictConfig:
+    """`node(cls)`, made once per class (merging never changes it)."""
+    return node(cls)
 
 
 def _instantiate(cls: type, values: Mapping[str, Any]):
@@ -196,7 +201,6 @@ def compose_checked(config_name: str, overrides: Sequence[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    register()
     try:
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             return compose(config_name, overrides=list(overrides))

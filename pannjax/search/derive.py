@@ -28,12 +28,15 @@ from pannjax.search.energy import EnergyModel
 from pannjax.search.space import SearchSpace
 
 
+def _by_path(tree: Any) -> dict[str, Any]:
+    """{layer path: leaf} of a per-layer tree shaped like alpha ({..: {layer: {"g": leaf}}}), on the host."""
+    return {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(jax.device_get(tree)).items()}
+
+
 def assignment(alpha: Any, frozen: Any, choice: Any, space: SearchSpace) -> dict[str, str]:
     """{layer path: candidate name} by argmax alpha (fixed choice where frozen)."""
-    a = traverse_util.flatten_dict(jax.device_get(alpha))
-    f = traverse_util.flatten_dict(jax.device_get(frozen))
-    c = traverse_util.flatten_dict(jax.device_get(choice))
-    return {"/".join(k[:-1]): space.names[int(c[k]) if bool(f[k]) else int(np.argmax(a[k]))] for k in sorted(a)}
+    a, f, c = _by_path(alpha), _by_path(frozen), _by_path(choice)
+    return {p: space.names[int(c[p]) if bool(f[p]) else int(np.argmax(a[p]))] for p in sorted(a)}
 
 
 def budgeted_assignment(alpha: Any, frozen: Any, choice: Any, space: SearchSpace, energy: EnergyModel,
@@ -41,9 +44,7 @@ def budgeted_assignment(alpha: Any, frozen: Any, choice: Any, space: SearchSpace
     """(assignment, budget met) under the energy budget `budget` x E_ref (module docstring)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    a = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(jax.device_get(alpha)).items()}
-    f = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(jax.device_get(frozen)).items()}
-    c = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(jax.device_get(choice)).items()}
+    a, f, c = _by_path(alpha), _by_path(frozen), _by_path(choice)
     paths, k = sorted(a), len(space.names)
     logp = np.concatenate([np.asarray(jax.nn.log_softmax(jnp.asarray(a[p], jnp.float32)), np.float64) for p in paths])
     cost = np.concatenate([energy.per_layer[p] for p in paths]) / energy.reference_pj

@@ -120,8 +120,9 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
                                                  scfg.budget_tolerance)
         if not budget_met:
             log.warning("no assignment lies within %.0f%% of the energy budget %.4f of E_ref: the derived network "
-                        "is the most probable one %s it", 100 * scfg.budget_tolerance, budget,
-                        "below" if energy.assignment_pj(chosen) / energy.reference_pj < budget else "closest to")
+                        "is %s", 100 * scfg.budget_tolerance, budget,
+                        "the most probable one below it" if energy.assignment_pj(chosen) / energy.reference_pj < budget
+                        else "the cheapest (every assignment is above the budget)")
 
     derived = model_for(space.derived_policy(chosen))
     sample = dataset.train_images[: trainer.batch_size]
