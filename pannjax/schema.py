@@ -4,7 +4,8 @@ pannjax's own frozen dataclasses, so each default lives in one place, the datacl
     configs/train.yaml:  defaults: [train_schema, data: digits, ..., trainer: digits, _self_]
 
 `register()` (run on import) stores `train_schema`, `search_schema`, `pann_schema` and `power_schema`
-in Hydra's `ConfigStore`; the primary configs list them first, so every YAML preset, experiment config and command-line override is composed onto them and
+in Hydra's `ConfigStore`; the primary configs list them first, so every YAML preset, experiment config and
+command-line override is composed onto them and
 a key the schema lacks, or a value of the wrong type, fails at composition. Hydra reports such a failure
 in several lines: `compose_checked` (what every `experiments/*.py` runs before Hydra does)
 composes the same command and turns it into one `ConfigError` line naming the full dotted key and the
