@@ -11,8 +11,10 @@ from pannjax.errors import ConfigError
 from pannjax.results import read_results
 from pannjax.search.derive import budgeted_assignment
 from pannjax.search.energy import EnergyModel
+from pannjax.search.loop import budget_keeping_choice
 from pannjax.search.runner import run_search_experiment, search_config
 from pannjax.search.space import build_search_space
+from pannjax.search.steps import SearchState, freeze_next
 
 CANDIDATES = {
     "mac8": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "mac"}},
@@ -94,3 +96,21 @@ def test_a_budgeted_search_lands_on_its_budget_and_compiles_once(tmp_path):
     assert len(set(lambdas)) == 3 and lambdas[0] != 0.0  # the multiplier moved in every epoch
     assert abs(saved["search_history"][-1]["search_energy_rel"] - 0.5) < 0.1  # E(alpha) pulled to the budget
     assert saved["lambda_final"] == lambdas[-1]
+
+
+def test_sequential_freezing_under_a_budget_keeps_it_reachable():
+    """Layer "a" is the most confident and prefers the expensive mac8; at a budget only reachable with both
+    layers on the cheap shift4, budget-keeping freezing fixes it at shift4 where argmax would fix mac8."""
+    space = build_search_space(CANDIDATES, ["mac8", "mac4", "shift4"], "mac8")
+    per_layer = {"a": np.array([10.0, 6.0, 2.0]), "b": np.array([10.0, 6.0, 2.0])}
+    energy = EnergyModel(per_layer, 0.0, 20.0, ("a", "b"), space.names)
+    state = SearchState(step=jnp.zeros((), jnp.int32), params={}, batch_stats={},
+                        alpha={"a": {"g": jnp.asarray([4.0, 0, 0])}, "b": {"g": jnp.asarray([0.0, 0, 1])}},
+                        opt_w=(), opt_a=(), rng=None, frozen={p: {"g": jnp.asarray(False)} for p in "ab"},
+                        choice={p: {"g": jnp.asarray(0, jnp.int32)} for p in "ab"}, lam=jnp.asarray(0.0),
+                        apply_fn=None, tx_w=None, tx_a=None)
+    by_argmax, path = freeze_next(state, energy.order, "confident")
+    assert path == "a" and int(by_argmax.choice["a"]["g"]) == 0
+    kept, path = freeze_next(state, energy.order, "confident", budget_keeping_choice(space, energy, 0.2, 0.02))
+    assert path == "a" and int(kept.choice["a"]["g"]) == 2 and bool(kept.frozen["a"]["g"])
+    assert not bool(kept.frozen["b"]["g"])

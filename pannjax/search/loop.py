@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from pannjax.data.base import Dataset
+from pannjax.search.derive import budgeted_assignment
 from pannjax.search.energy import EnergyModel
 from pannjax.search.layers import GATES, search_apply_fn, search_init
 from pannjax.search.space import SearchSpace
@@ -63,6 +64,19 @@ def freeze_steps(cfg: SearchConfig, layers: int, total_steps: int, alpha_start: 
     return [alpha_start + math.ceil((i + 1) * span / layers) for i in range(layers)]
 
 
+def budget_keeping_choice(space: SearchSpace, energy: EnergyModel, budget: float,
+                          tolerance: float) -> Callable[[SearchState], dict[str, int]]:
+    """The sequential variant's choice under an energy budget: each layer is fixed at its candidate in the
+    most probable assignment that meets the budget given the layers already fixed
+    (`pannjax.search.derive.budgeted_assignment`), so the budget stays reachable to the last freeze."""
+
+    def choose(state: SearchState) -> dict[str, int]:
+        picked, _ = budgeted_assignment(state.alpha, state.frozen, state.choice, space, energy, budget, tolerance)
+        return {p: space.names.index(n) for p, n in picked.items()}
+
+    return choose
+
+
 def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: EnergyModel, cfg: SearchConfig,
                trainer: TrainerConfig, seed: int, run_dir: str | Path,
                on_trace: Callable[[], None] | None = None) -> tuple[SearchState, list[dict[str, Any]]]:
@@ -81,6 +95,8 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
     state = create_search_state(model, space, cfg, tx_w, train_ds.train_images[:batch_size], seed)
     step = make_search_step(cfg, energy, energy.tree(state.alpha), total, alpha_start, dataset.augment, on_trace)
     freezes = freeze_steps(cfg, len(energy.order), total, alpha_start) if cfg.variant == "sequential" else []
+    budget = cfg.budget_rel(energy.reference_pj)
+    choose = None if budget is None else budget_keeping_choice(space, energy, budget, cfg.budget_tolerance)
 
     def inputs(epoch):
         batches = train_ds.batches("train", batch_size, epoch=epoch, seed=seed)
@@ -93,7 +109,7 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
         due = sum(int(state.step) >= f for f in freezes)
         events = []
         while sum(bool(f) for f in jax.tree_util.tree_leaves(jax.device_get(state.frozen))) < due:
-            state, path = freeze_next(state, energy.order, cfg.freeze_order)
+            state, path = freeze_next(state, energy.order, cfg.freeze_order, choose)
             if path is None:
                 break
             events.append({"step": int(state.step), "layer": path})

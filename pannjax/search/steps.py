@@ -14,8 +14,9 @@ bilevel     (ENOS bi-level objective, DARTS-style, Liu et al. ICLR 2019 Eqs. 3-4
             its finite-difference Hessian-vector approximation).
 sequential  (ENOS sequential operator assignment) the single-level step with per-layer masks: a frozen
             layer uses the one-hot gate of its fixed choice, contributes a constant to E and its alpha is
-            not updated. Which layer is frozen when is the loop's schedule (`freeze_next`); masks are
-            arrays of the state, so freezing never re-traces the step.
+            not updated. Which layer is frozen when is the loop's schedule (`freeze_next`; under an energy
+            budget a layer is fixed at its choice in the most probable assignment that still meets the
+            budget); masks are arrays of the state, so freezing never re-traces the step.
 variational (ENOS stochastic / variational mode; Concrete / Gumbel-softmax relaxation, Maddison et al.
             and Jang et al., ICLR 2017) q(c_l) = Cat(softmax(alpha_l)); each step samples ONE path:
             g_l = softmax((alpha_l + G_l) / tau), G ~ Gumbel(0, 1), and runs candidate argmax g_l only
@@ -302,9 +303,12 @@ def make_search_step(cfg: SearchConfig, energy: EnergyModel, energy_tree: Any, t
     return jax.jit(step)
 
 
-def freeze_next(state: SearchState, order: tuple[str, ...], how: str) -> tuple[SearchState, str | None]:
+def freeze_next(state: SearchState, order: tuple[str, ...], how: str,
+                choose: Callable[[SearchState], dict[str, int]] | None = None) -> tuple[SearchState, str | None]:
     """Sequential assignment: fix one not-yet-frozen layer to argmax alpha_l and drop it from the search.
     `how`: "confident" (the layer with the largest max_k p_lk), "forward"/"backward" (call order).
+    `choose(state) -> {layer path: candidate index}`, when given, is the assignment the layer is fixed to
+    instead of argmax alpha (under an energy budget: the most probable one that still meets it).
     Returns the new state and the frozen layer's path (None when every layer is frozen)."""
     alpha = traverse_util.flatten_dict(jax.device_get(state.alpha))
     frozen = traverse_util.flatten_dict(jax.device_get(state.frozen))
@@ -321,7 +325,8 @@ def freeze_next(state: SearchState, order: tuple[str, ...], how: str) -> tuple[S
     key = by_path[path]
     choice = traverse_util.flatten_dict(jax.device_get(state.choice))
     frozen[key] = jnp.asarray(True)
-    choice[key] = jnp.asarray(int(jnp.argmax(alpha[key])), jnp.int32)
+    picked = int(jnp.argmax(alpha[key])) if choose is None else choose(state)[path]
+    choice[key] = jnp.asarray(picked, jnp.int32)
     state = state.replace(frozen=traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in frozen.items()}),
                           choice=traverse_util.unflatten_dict({k: jnp.asarray(v, jnp.int32) for k, v in choice.items()}))
     return state, path
