@@ -82,12 +82,13 @@ _TRAIN = {
 
 _SEARCH = {
     **_RUN,
-    "variant": Key(str, "single, bilevel, sequential or variational"),
+    "variant": Key(str, "single, bilevel, sequential, variational or sensitivity"),
     "lambda": Key(NUMBER, "search.lambda, the weight of E/E_ref (with a budget: the multiplier's start)"),
     "candidates": Key(list, "the searched candidates (search.use)"),
     "reference": Key(str, "the reference candidate every energy is compared with"),
     "assignment": Key(dict, "the derived network: layer path -> candidate"),
-    "probabilities": Key(dict, "final softmax(alpha) per layer and candidate"),
+    "probabilities": Key(dict, "final softmax(alpha) per layer and candidate (sensitivity: uniform, the supernet's "
+                         "sampling)"),
     "frozen_order": Key(list, "sequential variant: the freezes {step, layer} in order"),
     "energy_reference_pj": Key(NUMBER, "energy per example of the all-reference network, pJ"),
     "energy_rel": Key(NUMBER, "energy_pj / energy_reference_pj"),
@@ -98,7 +99,11 @@ _SEARCH = {
     "budget_met": Key(bool, "energy_rel within search.budget_tolerance of the budget (null: no budget)", True),
     "lambda_final": Key(NUMBER, "lambda at the end of the search (with a budget: the Lagrange multiplier)"),
     "energy_rel_argmax": Key(NUMBER, "E/E_ref of the plain argmax assignment (with a budget: before the budgeted "
-                             "derivation)"),
+                             "derivation; null: sensitivity)", True),
+    "sensitivity_measure": Key(str, "sensitivity: search.sensitivity_measure, loss or hessian", required=False),
+    "sensitivity": Key(dict, "sensitivity: per layer and candidate, the sensitivity minimised under the budget",
+                       required=False),
+    "sensitivity_seconds": Key(NUMBER, "sensitivity: seconds of measuring the sensitivities", required=False),
     "energy_table_pj": Key(dict, "per layer and candidate energy per example, pJ"),
     "accuracy_before_retraining": Key(NUMBER, "derived network with inherited weights, BN re-estimated"),
     "accuracy_after_retraining": Key(NUMBER, "after search.retrain_epochs (null: none)", True),

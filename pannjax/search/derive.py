@@ -9,6 +9,8 @@ energy is within the tolerance of B, an exact multiple-choice knapsack solved as
 
 x binary, frozen layers fixed to their choice. When no assignment lies in that window, the most probable
 one below it is taken (or, when even that does not exist, the cheapest), and the budget is not met.
+The same program with another per-layer score (`best_within_budget`) derives the sensitivity baseline
+(`pannjax.search.sensitivity`: minus the loss sensitivity instead of log p).
 
 `inherit_params` maps the search parameters onto the derived network's layout: the
 shared kernel/bias, BatchNorm parameters, and the chosen candidate's quantizer parameters
@@ -42,29 +44,39 @@ def assignment(alpha: Any, frozen: Any, choice: Any, space: SearchSpace) -> dict
 def budgeted_assignment(alpha: Any, frozen: Any, choice: Any, space: SearchSpace, energy: EnergyModel,
                         budget: float, tolerance: float) -> tuple[dict[str, str], bool]:
     """(assignment, budget met) under the energy budget `budget` x E_ref (module docstring)."""
+    a, f, c = _by_path(alpha), _by_path(frozen), _by_path(choice)
+    scores = {p: np.asarray(jax.nn.log_softmax(jnp.asarray(a[p], jnp.float32)), np.float64) for p in a}
+    return best_within_budget(scores, {p: int(c[p]) for p in a if bool(f[p])}, space, energy, budget, tolerance)
+
+
+def best_within_budget(scores: dict[str, np.ndarray], fixed: dict[str, int], space: SearchSpace,
+                       energy: EnergyModel, budget: float, tolerance: float) -> tuple[dict[str, str], bool]:
+    """(assignment, budget met): the assignment maximising sum_l scores_l[k_l] whose energy lies within
+    `tolerance` x `budget` x E_ref of the budget, layers in `fixed` at their candidate index (the
+    multiple-choice knapsack of the module docstring, any per-layer score); when none lies there, the
+    best-scoring one below the window, else the cheapest."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    a, f, c = _by_path(alpha), _by_path(frozen), _by_path(choice)
-    paths, k = sorted(a), len(space.names)
-    logp = np.concatenate([np.asarray(jax.nn.log_softmax(jnp.asarray(a[p], jnp.float32)), np.float64) for p in paths])
+    paths, k = sorted(scores), len(space.names)
+    score = np.concatenate([np.asarray(scores[p], np.float64) for p in paths])
     cost = np.concatenate([energy.per_layer[p] for p in paths]) / energy.reference_pj
     one_each = np.kron(np.eye(len(paths)), np.ones(k))
     low = np.zeros(len(paths) * k)
     for i, p in enumerate(paths):
-        if bool(f[p]):
-            low[i * k + int(c[p])] = 1.0
-    fixed = energy.fixed_pj / energy.reference_pj
+        if p in fixed:
+            low[i * k + fixed[p]] = 1.0
+    offset = energy.fixed_pj / energy.reference_pj
 
     def solve(lo: float, hi: float, objective: np.ndarray) -> np.ndarray | None:
         result = milp(-objective, integrality=np.ones_like(objective), bounds=Bounds(low, 1.0),
                       constraints=[LinearConstraint(one_each, 1.0, 1.0),
-                                   LinearConstraint(cost, lo - fixed, hi - fixed)])
+                                   LinearConstraint(cost, lo - offset, hi - offset)])
         return result.x if result.status == 0 else None
 
-    x = solve((1 - tolerance) * budget, (1 + tolerance) * budget, logp)
+    x = solve((1 - tolerance) * budget, (1 + tolerance) * budget, score)
     met = x is not None
     if x is None:
-        x = solve(-np.inf, (1 - tolerance) * budget, logp)
+        x = solve(-np.inf, (1 - tolerance) * budget, score)
     if x is None:
         x = solve(-np.inf, np.inf, -cost)
     picks = np.argmax(np.asarray(x).reshape(len(paths), k), axis=1)

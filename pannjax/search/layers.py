@@ -96,7 +96,9 @@ def _mixture(module: nn.Module, x: jax.Array, kernel: jax.Array, candidates: tup
     for c in candidates:
         qx = _bound(module, f"{c.name}_quantizer_x", c.arith.quantizer_x.with_input_sign(module.input_signed), x)
         qw = _bound(module, f"{c.name}_quantizer_w", c.arith.quantizer_w, kernel)
-        quantized.append((qx.quantize(x), qw.quantize(kernel), c.arith.operator, _noise_rng(module, c.arith.operator)))
+        wq = qw.quantize(kernel)
+        module.sow("intermediates", f"{c.name}_weight", c.arith.operator.weight_transform(wq))  # for sensitivity
+        quantized.append((qx.quantize(x), wq, c.arith.operator, _noise_rng(module, c.arith.operator)))
     if not single_path:
         return sum(gates[i] * contract(op, xq, wq, rng) for i, (xq, wq, op, rng) in enumerate(quantized))
     index = jnp.argmax(gates)

@@ -29,11 +29,13 @@ from pannjax.rundir import owned_run_dir
 from pannjax.results import write_results
 from pannjax.experiment import load_data, model_factory, seed_of, setup, stopped_record
 from pannjax.runner import trainer_config
-from pannjax.search.derive import assignment, budgeted_assignment, inherit_params, layer_probabilities
+from pannjax.search.derive import (assignment, best_within_budget, budgeted_assignment, inherit_params,
+                                   layer_probabilities)
 from pannjax.search.energy import energy_model
 from pannjax.search.loop import frozen_order, run_search
 from pannjax.search.space import build_search_space
 from pannjax.search.options import SearchRun
+from pannjax.search.sensitivity import check_space, sensitivities, supernet_config
 from pannjax.search.steps import SearchConfig
 from pannjax.schema import RENAMED, build
 from pannjax.train import train_and_evaluate
@@ -97,10 +99,14 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     space = build_search_space(run.candidates, run.use, run.reference, run.exclude)
     acc_bits = run.acc_bits
     energy = energy_model(model_for, space, dataset.image_shape, run.energy_table, acc_bits)
+    by_sensitivity = scfg.variant == "sensitivity"
+    if by_sensitivity:
+        check_space(space, scfg.sensitivity_measure)
     t = time.perf_counter()
     try:
-        state, history = run_search(model_for(space.reference_policy()), dataset, space, energy, scfg, trainer, seed,
-                                    run_dir, on_trace=on_trace)
+        state, history = run_search(model_for(space.reference_policy()), dataset, space, energy,
+                                    supernet_config(scfg) if by_sensitivity else scfg, trainer, seed, run_dir,
+                                    on_trace=on_trace)
     except DivergenceError as e:  # no assignment is derived from a diverged search
         write_results(run_dir, "search", {**stopped_record(seed, time.perf_counter() - t), "diverged": e.record,
                                           "variant": scfg.variant}, c)
@@ -113,16 +119,23 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
         log.info("search stopped after epoch %d of %d: resume with trainer.resume=true", searched, scfg.epochs)
         return results
     budget = scfg.budget_rel(energy.reference_pj)
-    argmax = assignment(state.alpha, state.frozen, state.choice, space)
-    chosen, budget_met = argmax, None
-    if budget is not None:
+    times = {"search_seconds": history[-1]["wall_seconds"], "retrain_seconds": 0.0, "baseline_seconds": 0.0}
+    argmax = None if by_sensitivity else assignment(state.alpha, state.frozen, state.choice, space)
+    chosen, budget_met, sensitivity = argmax, None, None
+    if by_sensitivity:
+        t = time.perf_counter()
+        sensitivity = sensitivities(state, dataset, space, energy.order, scfg, trainer.batch_size, seed)
+        times["sensitivity_seconds"] = time.perf_counter() - t
+        chosen, budget_met = best_within_budget({p: -v for p, v in sensitivity.items()}, {}, space, energy, budget,
+                                                scfg.budget_tolerance)
+    elif budget is not None:
         chosen, budget_met = budgeted_assignment(state.alpha, state.frozen, state.choice, space, energy, budget,
                                                  scfg.budget_tolerance)
-        if not budget_met:
-            log.warning("no assignment lies within %.0f%% of the energy budget %.4f of E_ref: the derived network "
-                        "is %s", 100 * scfg.budget_tolerance, budget,
-                        "the most probable one below it" if energy.assignment_pj(chosen) / energy.reference_pj < budget
-                        else "the cheapest (every assignment is above the budget)")
+    if budget is not None and not budget_met:
+        log.warning("no assignment lies within %.0f%% of the energy budget %.4f of E_ref: the derived network "
+                    "is %s", 100 * scfg.budget_tolerance, budget,
+                    "the best-scoring one below it" if energy.assignment_pj(chosen) / energy.reference_pj < budget
+                    else "the cheapest (every assignment is above the budget)")
 
     derived = model_for(space.derived_policy(chosen))
     sample = dataset.train_images[: trainer.batch_size]
@@ -132,7 +145,6 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
                                       dataset, scfg.bn_recalibration_batches, trainer.batch_size, seed)
     before = evaluate(before_state, dataset, trainer.eval_batch_size)
 
-    times = {"search_seconds": history[-1]["wall_seconds"], "retrain_seconds": 0.0, "baseline_seconds": 0.0}
     retrain_epochs = run.retrain_epochs
     after = None
     final_state = before_state
@@ -172,7 +184,10 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
         "energy_rel": e_derived / e_ref, "energy_saving": 1.0 - e_derived / e_ref,
         "energy_budget": budget, "energy_budget_pj": None if budget is None else budget * e_ref,
         "budget_met": budget_met, "lambda_final": float(state.lam),
-        "energy_rel_argmax": energy.assignment_pj(argmax) / energy.reference_pj,
+        "energy_rel_argmax": None if argmax is None else energy.assignment_pj(argmax) / energy.reference_pj,
+        **({} if sensitivity is None else {
+            "sensitivity_measure": scfg.sensitivity_measure,
+            "sensitivity": {p: dict(zip(space.names, v.tolist())) for p, v in sensitivity.items()}}),
         "energy_table_pj": {p: dict(zip(space.names, v.tolist())) for p, v in energy.per_layer.items()},
         "accuracy_before_retraining": before["accuracy"], "accuracy_after_retraining": after,
         "test_accuracy": accuracy, "baseline_accuracy": baseline,

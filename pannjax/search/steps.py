@@ -23,6 +23,9 @@ variational (ENOS stochastic / variational mode; Concrete / Gumbel-softmax relax
             (straight-through, see `pannjax.search.layers`). Loss (a negative ELBO with an energy prior):
             CE_train + lambda E_q[E]/E_ref + beta KL(q || p), p uniform over candidates. tau anneals
             exponentially from tau_start to tau_end over the search.
+sensitivity (the mixed-precision baseline, not an ENOS objective) trains the weights with the variational
+            step, alpha held at zero and no energy term (one uniformly sampled path per step), then assigns
+            by measured sensitivities under the budget (`pannjax.search.sensitivity`).
 
 Energy budget (`energy_budget` = B, a fraction of E_ref, or `energy_budget_pj`): lambda is the Lagrange
 multiplier of the constraint E(alpha)/E_ref = B, updated by dual ascent after every step once alpha moves,
@@ -50,7 +53,7 @@ from pannjax.errors import ConfigError
 from pannjax.search.energy import EnergyModel
 from pannjax.train.steps import cross_entropy
 
-VARIANTS = ("single", "bilevel", "sequential", "variational")
+VARIANTS = ("single", "bilevel", "sequential", "variational", "sensitivity")  # the last: pannjax.search.sensitivity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +80,9 @@ class SearchConfig:
     tau_end: float = 0.5                 # ... to tau_end
     kl_weight: float = 0.01              # variational: weight of KL(q || uniform)
     bn_recalibration_batches: int = 20   # BatchNorm statistics of the derived network re-estimated on these
+    sensitivity_measure: str = "loss"    # sensitivity: loss (measured increase) | hessian (HAWQ-v2 trace x ||dW||^2)
+    sensitivity_batches: int = 4         # sensitivity: training batches the sensitivities are averaged over
+    hutchinson_samples: int = 8          # sensitivity, hessian: Rademacher probes per batch of the trace estimate
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -94,7 +100,13 @@ class SearchConfig:
             raise ConfigError(f"search.dual_lr={self.dual_lr}: must be > 0")
         if not 0 < self.budget_tolerance < 1:
             raise ConfigError(f"search.budget_tolerance={self.budget_tolerance}: expected a fraction in (0, 1)")
-        for name, low in (("epochs", 1), ("bn_recalibration_batches", 0), ("freeze_every_steps", 1)):
+        if self.variant == "sensitivity" and self.energy_budget is None and self.energy_budget_pj is None:
+            raise ConfigError("search.energy_budget is null: search=sensitivity assigns under an energy budget; set "
+                              "search.energy_budget=<fraction of E_ref> or search.energy_budget_pj=<pJ>")
+        if self.sensitivity_measure not in ("loss", "hessian"):
+            raise ConfigError(f"search.sensitivity_measure={self.sensitivity_measure!r}: expected loss or hessian")
+        for name, low in (("epochs", 1), ("bn_recalibration_batches", 0), ("freeze_every_steps", 1),
+                          ("sensitivity_batches", 1), ("hutchinson_samples", 1)):
             value = getattr(self, name)
             if name == "freeze_every_steps" and value is None:
                 continue
