@@ -105,6 +105,7 @@ SEARCH = [
      "search.use=['mac4', 'shift4'] lacks search.reference='mac8': search=sensitivity measures every candidate"),
     ("search=sensitivity search.energy_budget=0.5 search.sensitivity_measure=hessian",
      "search.use: candidate 'mac8_cim' (MacOperator, analog) is not a digital linear operator"),
+    ("search.energy_budget_of=nope", "search.energy_budget_of='nope' is not defined under search.candidates"),
     ("search=sensitivity search.energy_budget=0.5 search.sensitivity_measure=taylor",
      "search.sensitivity_measure='taylor': expected loss or hessian"),
     ("search.reference=nope", "search.reference='nope' is not defined under search.candidates"),
@@ -189,7 +190,8 @@ def test_a_bad_search_input_exits_2_with_one_line(tmp_path):
                           env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
-        "error: search.variant='bogus': expected one of ('single', 'bilevel', 'sequential', 'variational')"]
+        "error: search.variant='bogus': expected one of ('single', 'bilevel', 'sequential', 'variational', "
+        "'sensitivity')"]
 
 
 def test_the_table_covers_sixty_bad_inputs_over_the_four_entry_points():

@@ -66,6 +66,8 @@ def test_budgeted_assignment_is_the_most_probable_one_within_the_tolerance(budge
 def test_budget_keys_are_checked():
     with pytest.raises(ConfigError, match="^search.energy_budget and search.energy_budget_pj are both set"):
         search_config({"energy_budget": 0.5, "energy_budget_pj": 100.0})
+    with pytest.raises(ConfigError, match="^search.energy_budget_pj and search.energy_budget_of are both set"):
+        search_config({"energy_budget_of": "mac4", "energy_budget_pj": 100.0})
     with pytest.raises(ConfigError, match="^search.energy_budget=-0.5: expected an energy > 0"):
         search_config({"energy_budget": -0.5})
     with pytest.raises(ConfigError, match=r"^search.budget_tolerance=1.5: expected a fraction in \(0, 1\)"):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from omegaconf import DictConfig
 
 from pannjax.data.base import Dataset
-from pannjax.errors import DivergenceError
+from pannjax.errors import ConfigError, DivergenceError
 from pannjax.hw.report import build_report
 from pannjax.rundir import owned_run_dir
 from pannjax.results import write_results
@@ -99,6 +99,16 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     space = build_search_space(run.candidates, run.use, run.reference, run.exclude)
     acc_bits = run.acc_bits
     energy = energy_model(model_for, space, dataset.image_shape, run.energy_table, acc_bits)
+    if scfg.energy_budget_of is not None:  # the budget is the energy of the all-<candidate> network
+        name = scfg.energy_budget_of
+        if name not in run.candidates:
+            raise ConfigError(f"search.energy_budget_of={name!r} is not defined under search.candidates (defined: "
+                              f"{', '.join(run.candidates)})")
+        uniform = energy_model(model_for, build_search_space(run.candidates, [name], run.reference, run.exclude),
+                               dataset.image_shape, run.energy_table, acc_bits)
+        scfg = dataclasses.replace(scfg, energy_budget_of=None,
+                                   energy_budget=uniform.assignment_pj({p: name for p in uniform.order})
+                                   / energy.reference_pj)
     by_sensitivity = scfg.variant == "sensitivity"
     if by_sensitivity:
         check_space(space, scfg.sensitivity_measure)

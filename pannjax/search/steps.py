@@ -27,7 +27,8 @@ sensitivity (the mixed-precision baseline, not an ENOS objective) trains the wei
             step, alpha held at zero and no energy term (one uniformly sampled path per step), then assigns
             by measured sensitivities under the budget (`pannjax.search.sensitivity`).
 
-Energy budget (`energy_budget` = B, a fraction of E_ref, or `energy_budget_pj`): lambda is the Lagrange
+Energy budget (`energy_budget` = B, a fraction of E_ref, or `energy_budget_pj`, or `energy_budget_of` = the
+energy of the all-<candidate> network, a matched-energy comparison's budget): lambda is the Lagrange
 multiplier of the constraint E(alpha)/E_ref = B, updated by dual ascent after every step once alpha moves,
 
     lambda <- lambda + dual_lr (E(alpha)/E_ref - B),
@@ -65,6 +66,7 @@ class SearchConfig:
     lam: float = 0.3                     # weight of E(alpha)/E_ref in the objective (with a budget: its start)
     energy_budget: float | None = None   # target E/E_ref of the derived network: lambda becomes a multiplier
     energy_budget_pj: float | None = None  # the same target in pJ per example (instead of energy_budget)
+    energy_budget_of: str | None = None  # the same target as the energy of the all-<candidate> network
     dual_lr: float = 0.05                # step of the dual ascent on lambda (per search step)
     budget_tolerance: float = 0.02       # the derived network's |E/E_ref - budget| <= tolerance x budget
     epochs: int = 10                     # search epochs
@@ -93,16 +95,17 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"search.{name}={value}: expected an energy > 0 (null: no budget)")
-        if self.energy_budget is not None and self.energy_budget_pj is not None:
-            raise ConfigError("search.energy_budget and search.energy_budget_pj are both set: give one (the other "
-                              "null)")
+        given = [n for n in ("energy_budget", "energy_budget_pj", "energy_budget_of") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"search.{given[0]} and search.{given[1]} are both set: give one (the other null)")
         if not self.dual_lr > 0:
             raise ConfigError(f"search.dual_lr={self.dual_lr}: must be > 0")
         if not 0 < self.budget_tolerance < 1:
             raise ConfigError(f"search.budget_tolerance={self.budget_tolerance}: expected a fraction in (0, 1)")
-        if self.variant == "sensitivity" and self.energy_budget is None and self.energy_budget_pj is None:
+        if self.variant == "sensitivity" and not given:
             raise ConfigError("search.energy_budget is null: search=sensitivity assigns under an energy budget; set "
-                              "search.energy_budget=<fraction of E_ref> or search.energy_budget_pj=<pJ>")
+                              "search.energy_budget=<fraction of E_ref>, search.energy_budget_pj=<pJ> or "
+                              "search.energy_budget_of=<candidate>")
         if self.sensitivity_measure not in ("loss", "hessian"):
             raise ConfigError(f"search.sensitivity_measure={self.sensitivity_measure!r}: expected loss or hessian")
         for name, low in (("epochs", 1), ("bn_recalibration_batches", 0), ("freeze_every_steps", 1),
@@ -131,7 +134,10 @@ class SearchConfig:
         return self.variant == "variational"
 
     def budget_rel(self, reference_pj: float) -> float | None:
-        """The energy budget as a fraction of E_ref (None: no budget)."""
+        """The energy budget as a fraction of E_ref (None: no budget). `energy_budget_of` needs the energy
+        model of its candidate: the search runner resolves it into `energy_budget` first."""
+        if self.energy_budget_of is not None:
+            raise ValueError("search.energy_budget_of is resolved by the search runner (pannjax.search.runner)")
         if self.energy_budget_pj is not None:
             return self.energy_budget_pj / reference_pj
         return self.energy_budget
