@@ -16,6 +16,12 @@ groups, sets the sweep (`hydra.sweeper.params`) and carries an `experiment:` blo
           - {match: {quant.name: pot}, value: 0.913}
         claims:                                                  # statements the table is read against
           - {claim: "energy efficiency of PoT vs uniform accelerator", published: ">= 1.4x"}
+      compare: {by: energy_budget_of, label: label, against: enos}  # optional: a matched comparison, below
+
+With `compare`, the summary adds one row per value of `by` and one `metric` cell per value of `label`
+(mean ± std over seeds), and `against`'s verdict against every other label (`pannjax.sweep.compare_table`).
+An experiment may extend others: a plain name in its `defaults` list (`- enos_matched`) is a sibling
+experiment config, composed by Hydra as usual and merged here under this one's own blocks.
 
 `reproduce(name)` launches `experiments/<entry>.py -m +experiment=<name>` into a fixed sweep directory
 (`trainer.resume=true` for training entries, so an interrupted reproduction continues from its orbax
@@ -38,13 +44,14 @@ from tqdm.auto import tqdm
 from pannjax.errors import ConfigError
 from pannjax.results import check_column
 from pannjax.runlog import write_json
-from pannjax.sweep import collect_results, group_mean, markdown_table, plot_pareto
+from pannjax.sweep import collect_results, compare_table, group_mean, markdown_table, plot_pareto
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs" / "experiment"
 ENTRIES = ("train", "search", "pann")
 RESUMABLE = ("train", "search")
 EXPECTED_KEYS = {"source", "metric", "rows", "claims"}
+COMPARE_KEYS = {"by", "label", "metric", "against"}
 #: axis titles (with units) of the usual results.json columns
 AXIS_LABELS = {"energy_pj": "energy per example (pJ)", "test_accuracy": "test accuracy",
                "energy_rel": "energy relative to all-MAC", "macs": "MACs per example"}
@@ -54,15 +61,38 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def load_experiment(name: str) -> dict[str, Any]:
-    """The raw experiment YAML (not composed: only its own `experiment` and `hydra.sweeper` blocks are read)."""
+def _merged(base: dict, over: Mapping) -> dict:
+    """`over` merged into `base` key by key (nested dicts merged, other values replaced), as Hydra composes."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _raw(name: str, seen: tuple[str, ...] = ()) -> tuple[Path, dict[str, Any]]:
+    """(path, YAML) of experiment `name` with the `experiment` and `hydra` blocks of the sibling experiments its
+    `defaults` list names merged under its own."""
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"experiment {name!r} not found in {CONFIG_DIR}; available: {', '.join(experiment_names())}")
+    if name in seen:
+        raise ConfigError(f"{path}: its defaults extend it again ({' -> '.join((*seen, name))})")
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    merged: dict[str, Any] = {}
+    for entry in cfg.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_" and (CONFIG_DIR / f"{entry}.yaml").is_file():
+            parent = _raw(entry, (*seen, name))[1]
+            merged = _merged(merged, {k: parent[k] for k in ("experiment", "hydra") if k in parent})
+    return path, _merged(merged, cfg)
+
+
+def load_experiment(name: str) -> dict[str, Any]:
+    """The raw experiment YAML (not composed: only its `experiment` and `hydra.sweeper` blocks are read, with
+    those of the experiments it extends)."""
+    path, cfg = _raw(name)
     meta = cfg.get("experiment") or {}
     entry = meta.get("entry", "train")
     if entry not in ENTRIES:
@@ -71,8 +101,17 @@ def load_experiment(name: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{path}: experiment.expected.{unknown[0]} is not a known key; "
                           f"valid: {', '.join(sorted(EXPECTED_KEYS))}")
+    compare = meta.get("compare") or {}
+    unknown = sorted(set(compare) - COMPARE_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: experiment.compare.{unknown[0]} is not a known key; valid: "
+                          f"{', '.join(sorted(COMPARE_KEYS))}")
+    missing = sorted({"by", "label", "against"} - set(compare)) if compare else []
+    if missing:
+        raise ConfigError(f"{path}: experiment.compare.{missing[0]} is missing: a comparison needs by, label and "
+                          "against")
     plot = meta.get("plot") or {}
-    named = [*((f"experiment.columns[{i}]", c) for i, c in enumerate(meta.get("columns") or [])),
+    named = [*((f"experiment.compare.{k}", compare[k]) for k in ("by", "label", "metric") if k in compare),*((f"experiment.columns[{i}]", c) for i, c in enumerate(meta.get("columns") or [])),
              *((f"experiment.group_by[{i}]", c) for i, c in enumerate(meta.get("group_by") or [])),
              *((f"experiment.plot.{axis}", plot[axis]) for axis in ("x", "y") if axis in plot)]
     if (meta.get("expected") or {}).get("metric"):
@@ -174,6 +213,14 @@ def summarize(sweep_dir: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     if comparison:
         text += "\nMeasured vs published (" + comparison[0]["source"] + ")\n\n" + markdown_table(
             comparison, ["setting", "metric", "published", "measured", "delta"])
+    compare = meta.get("compare")
+    matched = None
+    if compare:
+        matched, matched_columns = compare_table(rows, compare["by"], compare["label"],
+                                                 compare.get("metric", "test_accuracy"), compare["against"])
+        text += (f"\nMatched comparison: {compare.get('metric', 'test_accuracy')} per {compare['by']} and "
+                 f"{compare['label']} (mean ± std over runs); verdicts: difference beyond two standard errors\n\n"
+                 + markdown_table(matched, matched_columns))
     if expected.get("claims"):
         text += (f"\nPublished claims ({expected.get('source', 'source not given')}), to read the table against\n\n"
                  + markdown_table(expected["claims"], ["claim", "published"]))
@@ -184,7 +231,7 @@ def summarize(sweep_dir: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
                 y_label=plot.get("y_label", AXIS_LABELS.get(plot["y"], plot["y"])), title=meta.get("name"))
     (sweep_dir / "summary.md").write_text(text)
     summary = {"experiment": meta.get("name"), "rows": grouped, "columns": columns, "expected": comparison,
-               "claims": expected.get("claims", []), "source": expected.get("source"),
+               "claims": expected.get("claims", []), "source": expected.get("source"), "matched": matched,
                "plot": str(plot_path)}
     write_json(sweep_dir / "summary.json", summary)
     return {"text": text, **summary}
@@ -197,7 +244,11 @@ def reproduce(name: str, sweep_dir: str | Path | None = None, overrides: Sequenc
     meta = {"name": name, **(cfg.get("experiment") or {})}
     sweep_dir = Path(sweep_dir or ROOT / "reproduce" / name).resolve()
     if run:
-        params = ((cfg.get("hydra") or {}).get("sweeper") or {}).get("params")
+        params = dict(((cfg.get("hydra") or {}).get("sweeper") or {}).get("params") or {})
+        for override in overrides:  # a command-line value replaces the sweep's values of that key
+            key, _, value = override.partition("=")
+            for name in [n for n in params if n.lstrip("+") == key.lstrip("+")]:
+                params[name] = value
         cmd = sweep_command(name, meta.get("entry", "train"), sweep_dir, overrides)
         run_sweep(cmd, sweep_dir, count_jobs(params), sweep_dir / "reproduce.log")
     return summarize(sweep_dir, meta)

@@ -96,6 +96,9 @@ _SEARCH = {
     "energy_budget": Key(NUMBER, "the energy budget as a fraction of E_ref (search.energy_budget or _pj; null: none)",
                          True),
     "energy_budget_pj": Key(NUMBER, "the same budget in pJ per example (null: none)", True),
+    "energy_budget_of": Key(str, "search.energy_budget_of: the candidate whose all-network energy is the budget",
+                            True),
+    "label": Key(str, "search.label, the run's name in sweep tables (null: none)", True),
     "budget_met": Key(bool, "energy_rel within search.budget_tolerance of the budget (null: no budget)", True),
     "lambda_final": Key(NUMBER, "lambda at the end of the search (with a budget: the Lagrange multiplier)"),
     "energy_rel_argmax": Key(NUMBER, "E/E_ref of the plain argmax assignment (with a budget: before the budgeted "

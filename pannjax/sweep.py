@@ -95,6 +95,57 @@ def group_mean(rows: Iterable[Mapping[str, Any]], by: Sequence[str], values: Seq
     return out
 
 
+def verdict(a: Sequence[float], b: Sequence[float]) -> str:
+    """"win", "loss" or "tie" of the runs `a` against the runs `b`: a win (loss) when mean(a) - mean(b) is more
+    than two standard errors of the difference above (below) zero, sqrt(s_a^2/n_a + s_b^2/n_b) with sample
+    standard deviations (Welch); one run per side has no spread, so any difference counts."""
+    if not a or not b:
+        return "-"
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+
+    def var(xs, mean):
+        return sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+
+    margin = 2 * math.sqrt(var(a, mean_a) / len(a) + var(b, mean_b) / len(b))
+    diff = mean_a - mean_b
+    return "win" if diff > margin else "loss" if diff < -margin else "tie"
+
+
+def compare_table(rows: Sequence[Mapping[str, Any]], by: str, label: str, metric: str,
+                  against: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """A matched comparison: one row per value of `by` (e.g. the budget's network), one `metric` cell per
+    value of `label` (the method) as "mean ± std (n)" over its runs (seeds; population std), and for every
+    other label the verdict of `against` vs it (`verdict`) with the difference of the means."""
+    cells: dict[tuple, list[float]] = {}
+    keys, labels = [], []
+    for r in rows:
+        k, lab, v = r.get(by), r.get(label), r.get(metric)
+        if k not in keys:
+            keys.append(k)
+        if lab not in labels:
+            labels.append(lab)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            cells.setdefault((k, lab), []).append(float(v))
+    if against not in labels:
+        raise ConfigError(f"experiment.compare.against={against!r} is not a value of {label!r} in the sweep "
+                          f"(values: {', '.join(map(str, labels))})")
+    others = [lab for lab in labels if lab != against]
+    out = []
+    for k in keys:
+        row: dict[str, Any] = {by: k}
+        for lab in labels:
+            xs = cells.get((k, lab), [])
+            mean = sum(xs) / len(xs) if xs else None
+            std = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs)) if xs else None
+            row[str(lab)] = "-" if not xs else f"{mean:.4f} ± {std:.4f} ({len(xs)})"
+        for lab in others:
+            a, b = cells.get((k, against), []), cells.get((k, lab), [])
+            diff = f" ({sum(a) / len(a) - sum(b) / len(b):+.4f})" if a and b else ""
+            row[f"{against} vs {lab}"] = verdict(a, b) + diff
+        out.append(row)
+    return out, [by, *map(str, labels), *(f"{against} vs {lab}" for lab in others)]
+
+
 def write_summary(sweep_dir: str | Path, columns: Sequence[str], group_by: Sequence[str] = (),
                   values: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Write `<sweep_dir>/results.json` ({"runs": rows, "groups": means}) and `<sweep_dir>/results.md`

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--out", help="sweep directory (default: reproduce/<experiment>)")
     parser.add_argument("--no-run", action="store_true", help="summarise an existing sweep directory only")
     parser.add_argument("--list", action="store_true", help="list the experiments")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.list or not args.experiment:
         print("\n".join(experiment_names()))
         return

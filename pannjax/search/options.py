@@ -18,7 +18,8 @@ class SearchRun:
     at the reference arithmetic; `retrain_epochs` of fine-tuning the derived network from the searched
     weights at `retrain_learning_rate` (null: the trainer's), `baseline_epochs` of training the
     all-reference network (0: none of either); `acc_bits`: the accumulator width of every energy figure;
-    `energy_table`: null for pannjax/hw/tables/energy_45nm.yaml."""
+    `energy_table`: null for pannjax/hw/tables/energy_45nm.yaml; `label`: a name for the run in sweep tables
+    (results.json `label`; e.g. the method of a matched-energy comparison, configs/method/)."""
 
     candidates: dict[str, Any]
     use: list[str]
@@ -29,6 +30,7 @@ class SearchRun:
     baseline_epochs: int = 20
     acc_bits: int = 32
     energy_table: str | None = None
+    label: str | None = None
 
     def __post_init__(self):
         for key in ("retrain_epochs", "baseline_epochs"):

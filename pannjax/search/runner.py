@@ -99,8 +99,9 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     space = build_search_space(run.candidates, run.use, run.reference, run.exclude)
     acc_bits = run.acc_bits
     energy = energy_model(model_for, space, dataset.image_shape, run.energy_table, acc_bits)
-    if scfg.energy_budget_of is not None:  # the budget is the energy of the all-<candidate> network
-        name = scfg.energy_budget_of
+    energy_budget_of = scfg.energy_budget_of
+    if energy_budget_of is not None:  # the budget is the energy of the all-<candidate> network
+        name = energy_budget_of
         if name not in run.candidates:
             raise ConfigError(f"search.energy_budget_of={name!r} is not defined under search.candidates (defined: "
                               f"{', '.join(run.candidates)})")
@@ -192,7 +193,8 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
         "assignment": chosen, "probabilities": layer_probabilities(state.alpha, space),
         "energy_pj": e_derived, "toggles": derived_report.totals()["toggles"], "energy_reference_pj": e_ref,
         "energy_rel": e_derived / e_ref, "energy_saving": 1.0 - e_derived / e_ref,
-        "energy_budget": budget, "energy_budget_pj": None if budget is None else budget * e_ref,
+        "label": run.label, "energy_budget": budget, "energy_budget_of": energy_budget_of,
+        "energy_budget_pj": None if budget is None else budget * e_ref,
         "budget_met": budget_met, "lambda_final": float(state.lam),
         "energy_rel_argmax": None if argmax is None else energy.assignment_pj(argmax) / energy.reference_pj,
         **({} if sensitivity is None else {
