@@ -12,6 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pannjax.distributed import follower_argv
 from pannjax.experiment import exit_on_config_error, objective
 from pannjax.runner import run_train
 from pannjax.rundir import refuse_before_hydra
@@ -25,6 +26,7 @@ def main(cfg: DictConfig) -> float | tuple[float, ...]:
 
 
 if __name__ == "__main__":
+    sys.argv = follower_argv(sys.argv)  # a process other than 0 of a multi-process run writes no files
     check_command_line("train", sys.argv[1:])  # a config Hydra cannot compose: one line, exit 2
     refuse_before_hydra(resume_key="trainer.resume")  # before Hydra writes .hydra/ into an explicit run dir
     main()

@@ -1,6 +1,7 @@
 """The experiment lifecycle every entry point shares: set-up, the objective, and one-line exits.
 
-    c = setup(cfg, "search")           # resolved plain config, checked: schema, plugins, seed, objective
+    c = setup(cfg, "search")           # resolved plain config, checked: schema, plugins, seed, objective;
+                                       # jax.distributed started where the config or SLURM asks for it
     results = <method>(c, run_dir)     # inside pannjax.rundir.owned_run_dir; ends in pannjax.results.write_results
     return objective(results, c.get("objective"))   # what a Hydra sweeper optimises
 
@@ -25,10 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from pannjax.build import load_plugins
 from pannjax.data import load_dataset
 from pannjax.data.base import Dataset
+from pannjax.distributed import DistributedConfig, initialize
 from pannjax.errors import ConfigError, DivergenceError
 from pannjax.models import build_model
 from pannjax.results import check_column
-from pannjax.schema import validated
+from pannjax.schema import build, validated
 from pannjax.sweep import flatten
 
 def setup(cfg: DictConfig | Mapping, entry: str) -> dict[str, Any]:
@@ -36,6 +38,8 @@ def setup(cfg: DictConfig | Mapping, entry: str) -> dict[str, Any]:
     merged onto its schema (`pannjax.schema.validated`, every default filled in), plugins loaded, seed and
     objective checked."""
     c = validated(cfg, entry)
+    if "distributed" in c:  # before any JAX computation: the multi-process runtime starts first
+        initialize(build(DistributedConfig, c["distributed"], "distributed"))
     load_plugins(c.get("plugins") or [])
     if "seed" in c:
         seed_of(c)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pannjax import __version__
+from pannjax.distributed import is_main
 from pannjax.errors import ConfigError
 from pannjax.rundir import config_hash
 from pannjax.runlog import write_json
@@ -240,13 +241,15 @@ def git_commit() -> str | None:
 def write_results(run_dir: str | os.PathLike, entry: str, record: Mapping[str, Any],
                   config: Mapping[str, Any]) -> dict[str, Any]:
     """Complete `record` with `entry`, `config_hash` (of `config`), `version` and `git_commit`, validate
-    it and write `run_dir/results.json` atomically; returns the record as written (JSON types)."""
+    it and write `run_dir/results.json` atomically (process 0 of a multi-process run); returns the record as
+    written (JSON types)."""
     from pannjax.runlog import to_jsonable
 
     full = to_jsonable({**record, "entry": entry, "config_hash": config_hash(config), "version": __version__,
                         "git_commit": git_commit()})
     validate(full, str(Path(run_dir) / "results.json"))
-    write_json(Path(run_dir) / "results.json", full)
+    if is_main():  # in a multi-process run only process 0 writes (pannjax.distributed)
+        write_json(Path(run_dir) / "results.json", full)
     return full
 
 

@@ -11,6 +11,8 @@ in:
     (training: `trainer.resume=true`), or `overwrite=true`, which moves those outputs into
     `previous/<time>/` (nothing is deleted), or choose another dir. A run that a bad input stops before it
     wrote anything leaves no claim behind.
+  * **One writer.** In a multi-process run (`pannjax.distributed`) process 0 holds the lock and makes these
+    checks; the other processes share the dir without claiming it and write nothing.
   * **Resume checks the config.** Resuming compares the config with the one in `run.json`: any key that
     differs, other than those that may change on resume (`RESUME_EXEMPT`: progress, logging, the resume
     and stop flags), stops with one line listing them.
@@ -33,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from pannjax.distributed import is_main, launch_index
 from pannjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,7 @@ RECORD = "run.json"
 OUTPUTS = ("run.json", "results.json", "metrics.jsonl", "checkpoints", "checkpoints.damaged", "power_report.json",
            "power_report.csv", "power_tables.md", "tensorboard")
 RESUME_EXEMPT = ("trainer.progress", "trainer.resume", "trainer.stop_after_epochs", "trainer.log_every",
-                 "trainer.tensorboard", "overwrite")
+                 "trainer.tensorboard", "overwrite", "distributed")  # a run may resume on other processes
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -125,6 +128,9 @@ def owned_run_dir(run_dir: str | os.PathLike, entry: str, config: Mapping[str, A
     """Hold `run_dir` for one run of `entry` (module docstring); yields the directory. `resume_key` is the
     config key that resumes (e.g. "trainer.resume"), named in the refusal."""
     run_dir = Path(run_dir)
+    if not is_main():  # a multi-process run's other processes: process 0 holds and writes the dir
+        yield run_dir
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _take_lock(run_dir)
     try:
@@ -170,8 +176,8 @@ def refuse_before_hydra(argv: Sequence[str] | None = None, resume_key: str | Non
     the run named by `source_key` (e.g. pann.py's `checkpoint=`, whose outputs must not be overwritten)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     run_dir = _arg(argv, "hydra.run.dir")
-    if run_dir is None or "-m" in argv or "--multirun" in argv:
-        return
+    if run_dir is None or "-m" in argv or "--multirun" in argv or launch_index(argv) > 0:
+        return  # a multi-process run's other processes follow process 0, which makes the checks
     path = Path(run_dir)
     source = _arg(argv, source_key) if source_key else None
     if source is not None and path.resolve() == Path(source).resolve():

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from pannjax.distributed import is_main
+
 
 def to_jsonable(value: Any) -> Any:
     """numpy/jax scalars and arrays to Python numbers/lists; NaN/inf to None (strict JSON)."""
@@ -46,17 +48,21 @@ class ScalarLog:
     """Per-epoch metrics in two forms: `metrics.jsonl` (one JSON record per line, always) and, with
     `tensorboard=True`, TensorBoard event files in `run_dir/tensorboard` (tensorboardX), so runs can be
     compared with `tensorboard --logdir <sweep dir>`. Every numeric field of a record except `step` and
-    `epoch` becomes a scalar at global step `record["step"]`."""
+    `epoch` becomes a scalar at global step `record["step"]`. In a multi-process run only process 0 writes
+    (`pannjax.distributed`); the others' logs take the records and write nothing."""
 
     def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True):
         self.run_dir = Path(run_dir)
         self._writer = None
-        if tensorboard:
+        self.writes = is_main()
+        if tensorboard and self.writes:
             from tensorboardX import SummaryWriter
 
             self._writer = SummaryWriter(logdir=str(self.run_dir / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         append_metrics(self.run_dir, record)
         if self._writer is None:
             return

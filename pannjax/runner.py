@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from omegaconf import DictConfig
 
 from pannjax.build import build_policy, check_patterns
+from pannjax.distributed import is_main
 from pannjax.errors import DivergenceError
 from pannjax.experiment import load_data, model_factory, seed_of, setup, stopped_record
 from pannjax.hw.report import NetworkReport, build_report
@@ -80,7 +81,8 @@ def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> d
                                          "data": c["data"]["name"], "model": c["model"]["name"]}, c)
         raise
     report = network_report(model, state, dataset)
-    report.save(run_dir)
+    if is_main():  # one writer in a multi-process run
+        report.save(run_dir)
     results.update({
         "data": c["data"]["name"], "model": c["model"]["name"], "quant": c["quant"], "op": c["op"],
         "experiment": (c.get("experiment") or {}).get("name"), "process_seconds": time.perf_counter() - t0,

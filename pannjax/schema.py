@@ -34,6 +34,7 @@ from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingManda
 from pannjax.errors import ConfigError
 from pannjax.hw.study_options import PowerStudy
 from pannjax.pann.options import PannOptions
+from pannjax.distributed import DistributedConfig
 from pannjax.search.options import SearchRun
 from pannjax.search.steps import SearchConfig
 from pannjax.train import TrainerConfig
@@ -92,13 +93,15 @@ def _close(block: DictConfig) -> None:
 class Common:
     """Top-level keys of every entry point that trains: `overwrite` moves a previous run's files aside
     (`pannjax.rundir`), `plugins` are imported first (docs/extending.md), `objective` names the results.json
-    key(s) returned to a Hydra sweeper (`pannjax.experiment.objective`)."""
+    key(s) returned to a Hydra sweeper (`pannjax.experiment.objective`), `distributed` runs one job over
+    several processes (`pannjax.distributed`)."""
 
     seed: int = 0
     overwrite: bool = False
     plugins: list[str] = dataclasses.field(default_factory=list)
     objective: Any = dataclasses.field(default_factory=lambda: ["test_accuracy"])
     experiment: Any = None   # name, entry, columns, plot of a configs/experiment/*.yaml (scripts/reproduce.py)
+    distributed: DistributedConfig = DistributedConfig()  # several processes / hosts (pannjax.distributed)
     data: Any = MISSING
     model: Any = MISSING
 

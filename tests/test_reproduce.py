@@ -12,6 +12,7 @@ from pannjax.errors import ConfigError
 from pannjax.reproduce import (compare_expected, count_jobs, experiment_names, load_experiment, summarize,
                                table_rows)
 from pannjax.experiment import objective
+from pannjax.sweep import compare_table, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,3 +140,48 @@ def test_training_and_search_sweeps_resume_pann_sweeps_start_afresh(tmp_path):
 
     for entry, resumes in (("train", True), ("search", True), ("pann", False)):
         assert ("trainer.resume=true" in sweep_command("x", entry, tmp_path, [])) is resumes, entry
+
+
+def test_compare_table_gives_means_and_verdicts_beyond_two_standard_errors():
+    rows = [{"b": "bwn", "m": m, "acc": a} for m, accs in (("enos", (0.90, 0.92, 0.91)), ("uni", (0.80, 0.81, 0.79)),
+                                                            ("mixed", (0.93, 0.80, 0.99)), ("sens", (0.96, 0.95, 0.97)))
+            for a in accs]
+    table, columns = compare_table(rows, "b", "m", "acc", "enos")
+    assert columns == ["b", "enos", "uni", "mixed", "sens", "enos vs uni", "enos vs mixed", "enos vs sens"]
+    row = table[0]
+    assert row["enos"] == "0.9100 ± 0.0082 (3)"
+    assert row["enos vs uni"] == "win (+0.1100)"      # 0.11 > 2 sqrt(1e-4/3 + 1e-4/3) = 0.016
+    assert row["enos vs mixed"] == "tie (+0.0033)"    # the mixed runs spread by 0.08
+    assert row["enos vs sens"] == "loss (-0.0500)"
+    assert verdict([0.5], [0.4]) == "win" and verdict([], [0.4]) == "-"
+    with pytest.raises(ConfigError, match="experiment.compare.against='nope' is not a value of 'm'"):
+        compare_table(rows, "b", "m", "acc", "nope")
+
+
+def test_an_experiment_extends_another_and_matched_configs_compose():
+    """enos_matched_* take the comparison and sweep of enos_matched (merged under their own name); every
+    method composes with a budget of another network's energy."""
+    from pannjax.schema import compose_checked
+
+    base, cifar = load_experiment("enos_matched"), load_experiment("enos_matched_squeezenet_cifar100")
+    assert cifar["experiment"]["name"] == "enos_matched_squeezenet_cifar100"
+    assert cifar["experiment"]["compare"] == base["experiment"]["compare"]
+    assert cifar["hydra"]["sweeper"]["params"] == base["hydra"]["sweeper"]["params"]
+    assert count_jobs(base["hydra"]["sweeper"]["params"]) == 84
+    for method, use in (("enos", 8), ("sensitivity", 8), ("mac_mixed", 3), ("uni_operator", 1)):
+        cfg = compose_checked("search", ["+experiment=enos_matched", f"+method={method}", "search.energy_budget_of=mf"])
+        assert cfg.search.label == method and len(cfg.search.use) == use and cfg.search.baseline_epochs == 0
+    assert list(cfg.search.use) == ["mf"]  # the uni-operator network is the budget's own
+    cfg = compose_checked("search", ["+experiment=enos_matched_shufflenet_cifar10", "+method=enos"])
+    assert (cfg.data.name, cfg.model.name, cfg.search.epochs, cfg.search.retrain_epochs) == ("cifar10", "shufflenet",
+                                                                                             50, 150)
+
+
+def test_an_experiment_that_extends_itself_is_a_one_line_error(tmp_path, monkeypatch):
+    import pannjax.reproduce as reproduce
+
+    (tmp_path / "a.yaml").write_text("defaults:\n  - b\nexperiment:\n  name: a\n")
+    (tmp_path / "b.yaml").write_text("defaults:\n  - a\nexperiment:\n  name: b\n")
+    monkeypatch.setattr(reproduce, "CONFIG_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"its defaults extend it again \(a -> b -> a\)"):
+        load_experiment("a")

@@ -46,9 +46,12 @@ class Dataset:
         return max(1, len(self.train_labels) // batch_size)
 
     def batches(self, split: str, batch_size: int, *, epoch: int = 0, seed: int = 0,
-                shuffle: bool | None = None) -> Iterator[dict[str, np.ndarray]]:
+                shuffle: bool | None = None, rows: slice | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Batches of `{"image", "label"}`. Train: shuffled by (seed, epoch), incomplete batch dropped.
-        Test: in order, with a final partial batch (so every example is evaluated exactly once)."""
+        Test: in order, with a final partial batch (so every example is evaluated exactly once).
+        `rows`: read only these rows of every full batch (a multi-process run's share,
+        `pannjax.distributed.batch_rows`); the batches are the same for every process count, and a
+        partial test batch is read whole by every process."""
         images, labels = self.split(split)
         shuffle = split == "train" if shuffle is None else shuffle
         n = len(labels)
@@ -58,4 +61,6 @@ class Dataset:
             raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples of {self.name}")
         for lo in range(0, stop, batch_size):
             idx = order[lo:lo + batch_size]
+            if rows is not None and len(idx) == batch_size:
+                idx = idx[rows]
             yield {"image": images[idx], "label": labels[idx]}

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from omegaconf import DictConfig
 
 from pannjax.data.base import Dataset
+from pannjax.distributed import is_main
 from pannjax.errors import ConfigError, DivergenceError
 from pannjax.hw.report import build_report
 from pannjax.rundir import owned_run_dir
@@ -135,7 +136,8 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     chosen, budget_met, sensitivity = argmax, None, None
     if by_sensitivity:
         t = time.perf_counter()
-        sensitivity = sensitivities(state, dataset, space, energy.order, scfg, trainer.batch_size, seed)
+        sensitivity = sensitivities(state, model_for(space.reference_policy()), dataset, space, energy.order, scfg,
+                                    trainer.batch_size, seed)
         times["sensitivity_seconds"] = time.perf_counter() - t
         chosen, budget_met = best_within_budget({p: -v for p, v in sensitivity.items()}, {}, space, energy, budget,
                                                 scfg.budget_tolerance)
@@ -182,7 +184,8 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     ref_vars = jax.eval_shape(lambda: reference_model.init(jax.random.key(0), jnp.zeros(shape.shape), train=False))
     ref_report = build_report(reference_model, ref_vars, shape, acc_bits=acc_bits, table=run.energy_table,
                               simulate=False)
-    derived_report.save(run_dir, "power_report")
+    if is_main():  # one writer in a multi-process run
+        derived_report.save(run_dir, "power_report")
     e_derived, e_ref = derived_report.total_energy_pj, ref_report.total_energy_pj
     accuracy = after if after is not None else before["accuracy"]
     experiment = c.get("experiment")

@@ -18,9 +18,10 @@ suffers from each candidate, then choose the assignment of least total sensitivi
                       of layer l, Q_k the candidate's weight quantizer and T_k its operator's weight
                       transform (PoT, sign). Tr(H_l) by Hutchinson's estimator E_v[v_l^T (H v)_l] over
                       Rademacher v (Hutchinson 1990; Avron & Toledo, J. ACM 2011), one probe over all layers
-                      at once; Hv = H^T v as the pull-back of v through the gradient (`jax.vjp` of `jax.grad`,
-                      reverse over reverse: the quantizers' straight-through rules are `jax.custom_vjp`, which
-                      forward mode cannot differentiate).
+                      at once, in the all-reference network with the supernet's weights; Hv = H^T v as the
+                      pull-back of v through the gradient (`jax.vjp` of `jax.grad`, reverse over reverse: the
+                      quantizers' straight-through rules are `jax.custom_vjp`, which forward mode cannot
+                      differentiate).
                       It sees weight perturbations only, so every candidate must be a digital linear operator
                       (MAC, shift, binary weights) and activation bits are not weighed.
 3. Assignment: argmin_x sum_lk x_lk s_lk under the energy budget, the exact integer program of
@@ -32,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,8 +41,10 @@ from flax import traverse_util
 
 from pannjax.data.base import Dataset
 from pannjax.errors import ConfigError
+from pannjax.search.derive import inherit_params
 from pannjax.search.space import SearchSpace
 from pannjax.search.steps import SearchConfig, SearchState
+from pannjax.train.loop import overlay
 from pannjax.train.steps import cross_entropy
 
 
@@ -101,16 +105,18 @@ def loss_increase(state: SearchState, space: SearchSpace, order: tuple[str, ...]
     return {p: v / len(batches) for p, v in s.items()}
 
 
-def hessian_traces(state: SearchState, order: tuple[str, ...], reference: int, batches: list[dict], samples: int,
+def hessian_traces(model: nn.Module, variables: dict, order: tuple[str, ...], batches: list[dict], samples: int,
                    seed: int) -> dict[str, float]:
-    """{layer: Tr(H_l) / n_l} by Hutchinson's estimator in the all-reference network (module docstring)."""
-    flat = traverse_util.flatten_dict(state.params)
+    """{layer: Tr(H_l) / n_l} by Hutchinson's estimator in `model`, the all-reference network with `variables`
+    (module docstring; BatchNorm on batch statistics)."""
+    flat = traverse_util.flatten_dict(variables["params"])
     keys = {p: (*p.split("/"), "kernel") for p in order}
-    base = one_hot_gates(state.alpha, {}, reference)
 
     def loss_of(kernels, images, labels):
         params = traverse_util.unflatten_dict({**flat, **{keys[p]: w for p, w in kernels.items()}})
-        return _loss(state, params, base, images, labels)
+        logits, _ = model.apply({"params": params, "batch_stats": variables.get("batch_stats", {})}, images,
+                                train=True, mutable=["batch_stats"])
+        return cross_entropy(logits, labels)
 
     @jax.jit
     def probe(kernels, key, images, labels):
@@ -131,6 +137,15 @@ def hessian_traces(state: SearchState, order: tuple[str, ...], reference: int, b
     return {p: total[p] / (len(batches) * samples) / kernels[p].size for p in order}
 
 
+def reference_variables(state: SearchState, model: nn.Module, space: SearchSpace, order: tuple[str, ...],
+                        images: jax.Array) -> dict:
+    """The supernet's weights in the layout of `model`, the all-reference network (as the runner derives)."""
+    fresh = jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.key(0), images)
+    chosen = {p: space.reference.name for p in order}
+    return {"params": overlay(fresh["params"], inherit_params(state.params, chosen)),
+            "batch_stats": overlay(fresh.get("batch_stats", {}), state.batch_stats)}
+
+
 def weight_perturbations(state: SearchState, space: SearchSpace, order: tuple[str, ...], images: jax.Array
                          ) -> dict[str, np.ndarray]:
     """{layer: (K,) ||T_k(Q_k(W_l)) - T_r(Q_r(W_l))||^2}: each candidate's rounded weights as the search layers
@@ -145,13 +160,14 @@ def weight_perturbations(state: SearchState, space: SearchSpace, order: tuple[st
     return {p: np.array([np.sum((w - ws[ref]) ** 2) for w in ws]) for p, ws in weights.items()}
 
 
-def sensitivities(state: SearchState, dataset: Dataset, space: SearchSpace, order: tuple[str, ...],
-                  cfg: SearchConfig, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-    """{layer: s_l (K,)} by `cfg.sensitivity_measure` on `cfg.sensitivity_batches` training batches."""
+def sensitivities(state: SearchState, reference_model: nn.Module, dataset: Dataset, space: SearchSpace,
+                  order: tuple[str, ...], cfg: SearchConfig, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+    """{layer: s_l (K,)} by `cfg.sensitivity_measure` on `cfg.sensitivity_batches` training batches;
+    `reference_model` is the all-reference network (the Hessian's)."""
     batches = list(_batches(dataset, cfg.sensitivity_batches, batch_size, seed))
     if cfg.sensitivity_measure == "loss":
         return loss_increase(state, space, order, batches)
-    ref = space.names.index(space.reference.name)
-    traces = hessian_traces(state, order, ref, batches, cfg.hutchinson_samples, seed)
+    variables = reference_variables(state, reference_model, space, order, batches[0]["image"])
+    traces = hessian_traces(reference_model, variables, order, batches, cfg.hutchinson_samples, seed)
     deltas = weight_perturbations(state, space, order, batches[0]["image"])
     return {p: traces[p] * deltas[p] for p in order}

@@ -63,7 +63,8 @@ def checkpoint_manager(directory: str | os.PathLike, keep: int = 2, read_only: b
         read_only=read_only,
         create=not read_only,
     )
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options,
+                                 item_handlers=ocp.StandardCheckpointHandler())
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, epoch: int, state: Any, metrics: dict[str, float] | None) -> None:
@@ -91,13 +92,22 @@ def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
 
+def _as_saved_here(manager: ocp.CheckpointManager, step: int) -> Any:
+    """The saved tree's shapes and dtypes on this process's first device: a target that restores a checkpoint
+    whatever the process and device layout that wrote it (e.g. a multi-process run read by one process)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    metadata = manager.item_metadata(step)
+    return jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                  metadata.tree, is_leaf=lambda m: hasattr(m, "shape"))
+
+
 def _newest_readable(manager: ocp.CheckpointManager, target: Any | None, steps: list[int]):
     """(epoch, tree, [(epoch, error) of the newer unreadable ones]) of the newest of `steps` that
     restores (into `target`'s structure, or as saved when None); epoch None when none does."""
     failed: list[tuple[int, Exception]] = []
     for step in steps:
         try:
-            args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+            args = ocp.args.StandardRestore(target if target is not None else _as_saved_here(manager, step))
             return step, manager.restore(step, args=args), failed
         except Exception as e:  # noqa: BLE001 - a damaged checkpoint fails in many ways; try the next older
             failed.append((step, e))

@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from pannjax.data.base import Dataset
+from pannjax.distributed import batch_rows, is_main
 from pannjax.errors import ConfigError
 from pannjax.runlog import ScalarLog
 from pannjax.train.checkpoint import (BEST_METRIC, checkpoint_manager, prune_checkpoints, restore_checkpoint,
@@ -78,8 +79,13 @@ def evaluate(state: TrainState, dataset: Dataset, batch_size: int, split: str = 
              mesh: Mesh | None = None) -> dict[str, float]:
     """Accuracy and mean loss over every example of `split` (batches split over `mesh` when given)."""
     totals = {"loss_sum": 0.0, "correct": 0, "count": 0}
-    for batch in dataset.batches(split, batch_size, shuffle=False):
-        out = jax.device_get(eval_step(state, batch if mesh is None else shard_batch(batch, mesh)))
+    # a multi-process run reads this process's rows of each batch that splits over the mesh
+    rows = batch_rows(batch_size) if mesh is not None and batch_size % mesh.size == 0 else None
+    n = len(dataset.split(split)[1])
+    for i, batch in enumerate(dataset.batches(split, batch_size, shuffle=False, rows=rows)):
+        full = (i + 1) * batch_size <= n  # the partial last batch is read whole by every process
+        out = jax.device_get(eval_step(state, batch if mesh is None else
+                                       shard_batch(batch, mesh, batch_size if full else None)))
         for k in totals:
             totals[k] += out[k]
     return {"accuracy": float(totals["correct"]) / totals["count"], "loss": float(totals["loss_sum"]) / totals["count"]}
@@ -151,15 +157,16 @@ def run_epochs(program: EpochProgram, state: Any, trainer: TrainerConfig, run_di
         manager = checkpoint_manager(run_dir / "checkpoints", trainer.keep_checkpoints, best_metric=program.best_metric)
     metrics_path = run_dir / "metrics.jsonl"
     start_epoch, history = 0, []
+    if prepare is not None:  # placed first, so a restore lands in the same placement (every process's devices)
+        state = prepare(state)
     if trainer.resume and manager is not None and manager.latest_step() is not None:
         state, start_epoch = restore_checkpoint(manager, state)
         history = _read_metrics(metrics_path, start_epoch)
         log.info("resumed from %s at epoch %d", manager.directory, start_epoch)
     elif trainer.resume:
         log.info("trainer.resume=true but no checkpoint in %s: starting from scratch", run_dir / "checkpoints")
-    metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))  # the resumed past
-    if prepare is not None:
-        state = prepare(state)
+    if is_main():  # the resumed past (one writer in a multi-process run)
+        metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
     scalars = ScalarLog(run_dir, trainer.tensorboard)
     wall_before = history[-1]["wall_seconds"] if history else 0.0
@@ -224,7 +231,7 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
     if trainer.batch_size > len(dataset.train_labels):
         raise ConfigError(f"trainer.batch_size={trainer.batch_size} is larger than the {len(dataset.train_labels)} "
                           f"training examples: use at most {len(dataset.train_labels)}")
-    mesh = data_mesh()  # data parallel over every local device (pannjax/train/sharding.py)
+    mesh = data_mesh()  # data parallel over every device of the run (pannjax/train/sharding.py)
     if trainer.batch_size % mesh.size:
         raise ConfigError(f"trainer.batch_size={trainer.batch_size} must be a multiple of the {mesh.size} devices "
                           "used for data-parallel training")
@@ -249,8 +256,9 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
         return {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": float(lr_at(int(state.step)))}
 
     program = EpochProgram(
-        name="training", step=lambda state, batch: train_step(state, shard_batch(batch, mesh)),
-        inputs=lambda epoch: ((b,) for b in dataset.batches("train", trainer.batch_size, epoch=epoch, seed=seed)),
+        name="training", step=lambda state, batch: train_step(state, shard_batch(batch, mesh, trainer.batch_size)),
+        inputs=lambda epoch: ((b,) for b in dataset.batches("train", trainer.batch_size, epoch=epoch, seed=seed,
+                                                             rows=batch_rows(trainer.batch_size))),
         steps_per_epoch=steps_per_epoch, end_of_epoch=end_of_epoch,
         where_nonfinite=lambda state, inputs: first_nonfinite(
             model, {"params": state.params, "batch_stats": state.batch_stats}, inputs[0]["image"]),
