@@ -107,3 +107,22 @@ def test_distributed_keys_are_checked():
     with pytest.raises(ConfigError, match=r"^distributed.process_id=2: expected 0..1"):
         DistributedConfig(num_processes=2, process_id=2, coordinator_address="h:1")
     assert not DistributedConfig().explicit and DistributedConfig(num_processes=1).explicit is False
+
+
+def test_a_two_process_search_gives_the_one_process_numbers(tmp_path):
+    """One epoch of single-level ENOS search and the derivation, in two processes and in one with two devices."""
+    args = [str(ROOT / "experiments" / "search.py"), "search.epochs=1", "search.alpha_start_epoch=0.5",
+            "search.retrain_epochs=0", "search.baseline_epochs=0", "model.width=4", "trainer.progress=false",
+            "trainer.tensorboard=false"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    one = subprocess.Popen([sys.executable, *args, f"hydra.run.dir={tmp_path / 'one'}"], env=env, cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    two = [subprocess.Popen(cmd, env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for cmd, e in local_commands(2, [*args, f"hydra.run.dir={tmp_path / 'two'}"], _port(), 1)]
+    for p in (one, *two):
+        out = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, out[-3000:]
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert a["search_history"][0]["search_loss"] == pytest.approx(b["search_history"][0]["search_loss"], rel=1e-6)
+    assert a["probabilities"] == b["probabilities"] and a["assignment"] == b["assignment"]
+    assert a["test_accuracy"] == b["test_accuracy"] and a["energy_rel"] == b["energy_rel"]

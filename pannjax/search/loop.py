@@ -17,6 +17,8 @@ import numpy as np
 import optax
 
 from pannjax.data.base import Dataset
+from pannjax.distributed import batch_rows
+from pannjax.errors import ConfigError
 from pannjax.search.derive import budgeted_assignment
 from pannjax.search.energy import EnergyModel
 from pannjax.search.layers import GATES, search_apply_fn, search_init
@@ -24,6 +26,7 @@ from pannjax.search.space import SearchSpace
 from pannjax.search.steps import SearchConfig, SearchState, freeze_next, make_search_step
 from pannjax.train.divergence import first_nonfinite
 from pannjax.train.loop import EpochProgram, TrainerConfig, run_epochs
+from pannjax.train.sharding import data_mesh, replicate, shard_batch
 from pannjax.train.state import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -83,10 +86,16 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
     """Search `cfg.epochs` epochs through the training loop (`pannjax.train.run_epochs`: checkpoints in
     `run_dir/checkpoints`, `metrics.jsonl`, resume with `trainer.resume`, `trainer.stop_after_epochs`,
     divergence); returns the final state and the per-epoch records. The optimiser, batch size and
-    checkpointing come from `trainer`, the number of epochs from `cfg`. The sequential variant's freezing
+    checkpointing come from `trainer`, the number of epochs from `cfg`. Like training, the search is data
+    parallel over every device of the run (`pannjax.train.sharding`, all processes' in a multi-process run). The sequential variant's freezing
     is a function of the step count and the state, so a resumed search freezes the same layers at the
     same steps; each freeze is an event `{"step", "layer"}` of its epoch's record."""
     batch_size = trainer.batch_size
+    mesh = data_mesh()  # data parallel over every device of the run, as training (pannjax.train.sharding)
+    if batch_size % mesh.size:
+        raise ConfigError(f"trainer.batch_size={batch_size} must be a multiple of the {mesh.size} devices used for "
+                          "data-parallel search")
+    rows = batch_rows(batch_size)  # a multi-process run reads this process's rows of each batch
     train_ds, val_ds = hold_out(dataset, cfg.val_fraction, seed) if cfg.variant == "bilevel" else (dataset, None)
     steps_per_epoch = train_ds.steps_per_epoch(batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -99,10 +108,11 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
     choose = None if budget is None else budget_keeping_choice(space, energy, budget, cfg.budget_tolerance)
 
     def inputs(epoch):
-        batches = train_ds.batches("train", batch_size, epoch=epoch, seed=seed)
+        batches = (shard_batch(b, mesh, batch_size)
+                   for b in train_ds.batches("train", batch_size, epoch=epoch, seed=seed, rows=rows))
         if val_ds is None:
             return ((b,) for b in batches)
-        return zip(batches, _cycle(val_ds, batch_size, seed))
+        return zip(batches, (shard_batch(b, mesh, batch_size) for b in _cycle(val_ds, batch_size, seed, rows)))
 
     def freeze_due(state):
         """Freeze layers until as many are frozen as the schedule says by this step."""
@@ -112,6 +122,7 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
             state, path = freeze_next(state, energy.order, cfg.freeze_order, choose)
             if path is None:
                 break
+            state = state.replace(frozen=replicate(state.frozen, mesh), choice=replicate(state.choice, mesh))
             events.append({"step": int(state.step), "layer": path})
         return state, events
 
@@ -122,7 +133,8 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
         prefix="search_", after_step=freeze_due if freezes else None, best_metric=None,
         log_line=lambda r: (f"loss {r['search_loss']:.4f}  acc {r['search_accuracy']:.3f}  "
                             f"E/E_ref {r['search_energy_rel']:.3f}  lambda {r['lambda']:.3f}"))
-    return run_epochs(program, state, dataclasses.replace(trainer, epochs=cfg.epochs), run_dir)
+    return run_epochs(program, state, dataclasses.replace(trainer, epochs=cfg.epochs), run_dir,
+                      prepare=lambda s: replicate(s, mesh))
 
 
 def frozen_order(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -130,8 +142,8 @@ def frozen_order(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [event for record in history for event in record.get("events", ())]
 
 
-def _cycle(dataset: Dataset, batch_size: int, seed: int):
+def _cycle(dataset: Dataset, batch_size: int, seed: int, rows: slice | None):
     epoch = 0
     while True:
-        yield from dataset.batches("train", batch_size, epoch=epoch, seed=seed + 1)
+        yield from dataset.batches("train", batch_size, epoch=epoch, seed=seed + 1, rows=rows)
         epoch += 1

@@ -130,6 +130,9 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
         results = write_results(run_dir, "search", results, c)
         log.info("search stopped after epoch %d of %d: resume with trainer.resume=true", searched, scfg.epochs)
         return results
+    # the searched network on this host: what follows runs the same in every process of a multi-process run
+    state = state.replace(**{k: jax.device_get(getattr(state, k)) for k in
+                             ("params", "batch_stats", "alpha", "frozen", "choice", "lam")})
     budget = scfg.budget_rel(energy.reference_pj)
     times = {"search_seconds": history[-1]["wall_seconds"], "retrain_seconds": 0.0, "baseline_seconds": 0.0}
     argmax = None if by_sensitivity else assignment(state.alpha, state.frozen, state.choice, space)
