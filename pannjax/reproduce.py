@@ -16,10 +16,11 @@ groups, sets the sweep (`hydra.sweeper.params`) and carries an `experiment:` blo
           - {match: {quant.name: pot}, value: 0.913}
         claims:                                                  # statements the table is read against
           - {claim: "energy efficiency of PoT vs uniform accelerator", published: ">= 1.4x"}
-      compare: {by: energy_budget_of, label: label, against: enos}  # optional: a matched comparison, below
+      compare: {by: energy_budget_of, label: label, against: enos, require: budget_met}  # optional, below
 
 With `compare`, the summary adds one row per value of `by` and one `metric` cell per value of `label`
-(mean ± std over seeds), and `against`'s verdict against every other label (`pannjax.sweep.compare_table`).
+(mean ± std over seeds; only runs where `require` is true), and `against`'s verdict against every other
+label (`pannjax.sweep.compare_table`).
 An experiment may extend others: a plain name in its `defaults` list (`- enos_matched`) is a sibling
 experiment config, composed by Hydra as usual and merged here under this one's own blocks.
 
@@ -51,7 +52,7 @@ CONFIG_DIR = ROOT / "configs" / "experiment"
 ENTRIES = ("train", "search", "pann")
 RESUMABLE = ("train", "search")
 EXPECTED_KEYS = {"source", "metric", "rows", "claims"}
-COMPARE_KEYS = {"by", "label", "metric", "against"}
+COMPARE_KEYS = {"by", "label", "metric", "against", "require"}
 #: axis titles (with units) of the usual results.json columns
 AXIS_LABELS = {"energy_pj": "energy per example (pJ)", "test_accuracy": "test accuracy",
                "energy_rel": "energy relative to all-MAC", "macs": "MACs per example"}
@@ -111,7 +112,7 @@ def load_experiment(name: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: experiment.compare.{missing[0]} is missing: a comparison needs by, label and "
                           "against")
     plot = meta.get("plot") or {}
-    named = [*((f"experiment.compare.{k}", compare[k]) for k in ("by", "label", "metric") if k in compare),*((f"experiment.columns[{i}]", c) for i, c in enumerate(meta.get("columns") or [])),
+    named = [*((f"experiment.compare.{k}", compare[k]) for k in ("by", "label", "metric", "require") if k in compare),*((f"experiment.columns[{i}]", c) for i, c in enumerate(meta.get("columns") or [])),
              *((f"experiment.group_by[{i}]", c) for i, c in enumerate(meta.get("group_by") or [])),
              *((f"experiment.plot.{axis}", plot[axis]) for axis in ("x", "y") if axis in plot)]
     if (meta.get("expected") or {}).get("metric"):
@@ -217,10 +218,12 @@ def summarize(sweep_dir: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
     matched = None
     if compare:
         matched, matched_columns = compare_table(rows, compare["by"], compare["label"],
-                                                 compare.get("metric", "test_accuracy"), compare["against"])
+                                                 compare.get("metric", "test_accuracy"), compare["against"],
+                                                 compare.get("require"))
         text += (f"\nMatched comparison: {compare.get('metric', 'test_accuracy')} per {compare['by']} and "
-                 f"{compare['label']} (mean ± std over runs); verdicts: difference beyond two standard errors\n\n"
-                 + markdown_table(matched, matched_columns))
+                 f"{compare['label']} (mean ± std over runs"
+                 + (f" with {compare['require']}" if compare.get("require") else "")
+                 + "); verdicts: difference beyond two standard errors\n\n" + markdown_table(matched, matched_columns))
     if expected.get("claims"):
         text += (f"\nPublished claims ({expected.get('source', 'source not given')}), to read the table against\n\n"
                  + markdown_table(expected["claims"], ["claim", "published"]))

@@ -111,12 +111,15 @@ def verdict(a: Sequence[float], b: Sequence[float]) -> str:
     return "win" if diff > margin else "loss" if diff < -margin else "tie"
 
 
-def compare_table(rows: Sequence[Mapping[str, Any]], by: str, label: str, metric: str,
-                  against: str) -> tuple[list[dict[str, Any]], list[str]]:
+def compare_table(rows: Sequence[Mapping[str, Any]], by: str, label: str, metric: str, against: str,
+                  require: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """A matched comparison: one row per value of `by` (e.g. the budget's network), one `metric` cell per
     value of `label` (the method) as "mean ± std (n)" over its runs (seeds; population std), and for every
-    other label the verdict of `against` vs it (`verdict`) with the difference of the means."""
+    other label the verdict of `against` vs it (`verdict`) with the difference of the means. With `require`
+    (e.g. `budget_met`), runs where that column is false do not count: a cell of such runs only says how
+    many there were ("not matched (n)"), and a verdict needs matched runs on both sides."""
     cells: dict[tuple, list[float]] = {}
+    unmatched: dict[tuple, int] = {}
     keys, labels = [], []
     for r in rows:
         k, lab, v = r.get(by), r.get(label), r.get(metric)
@@ -124,7 +127,9 @@ def compare_table(rows: Sequence[Mapping[str, Any]], by: str, label: str, metric
             keys.append(k)
         if lab not in labels:
             labels.append(lab)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if require is not None and not r.get(require):
+            unmatched[(k, lab)] = unmatched.get((k, lab), 0) + 1
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
             cells.setdefault((k, lab), []).append(float(v))
     if against not in labels:
         raise ConfigError(f"experiment.compare.against={against!r} is not a value of {label!r} in the sweep "
@@ -138,6 +143,8 @@ def compare_table(rows: Sequence[Mapping[str, Any]], by: str, label: str, metric
             mean = sum(xs) / len(xs) if xs else None
             std = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs)) if xs else None
             row[str(lab)] = "-" if not xs else f"{mean:.4f} ± {std:.4f} ({len(xs)})"
+            if (k, lab) in unmatched:
+                row[str(lab)] = (row[str(lab)] + "; " if xs else "") + f"not matched ({unmatched[(k, lab)]})"
         for lab in others:
             a, b = cells.get((k, against), []), cells.get((k, lab), [])
             diff = f" ({sum(a) / len(a) - sum(b) / len(b):+.4f})" if a and b else ""

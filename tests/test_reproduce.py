@@ -154,6 +154,11 @@ def test_compare_table_gives_means_and_verdicts_beyond_two_standard_errors():
     assert row["enos vs mixed"] == "tie (+0.0033)"    # the mixed runs spread by 0.08
     assert row["enos vs sens"] == "loss (-0.0500)"
     assert verdict([0.5], [0.4]) == "win" and verdict([], [0.4]) == "-"
+    rows[3] = {**rows[3], "met": False}  # one of the uni runs missed its budget: it does not count
+    for r in rows[:3] + rows[4:]:
+        r["met"] = True
+    row = compare_table(rows, "b", "m", "acc", "enos", require="met")[0][0]
+    assert row["uni"] == "0.8000 ± 0.0100 (2); not matched (1)" and row["enos vs uni"].startswith("win")
     with pytest.raises(ConfigError, match="experiment.compare.against='nope' is not a value of 'm'"):
         compare_table(rows, "b", "m", "acc", "nope")
 
