@@ -143,7 +143,8 @@ def local_commands(processes: int, argv: list[str], port: int, devices_per_proce
         env = dict(os.environ)
         if devices_per_process is not None:
             env["JAX_PLATFORMS"] = "cpu"
-            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices_per_process}"
+            forced = f"--xla_force_host_platform_device_count={devices_per_process}"
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {forced}".strip()
         out.append(([sys.executable, *argv, f"distributed.coordinator_address=127.0.0.1:{port}",
                      f"distributed.num_processes={processes}", f"distributed.process_id={index}"], env))
     return out

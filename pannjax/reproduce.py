@@ -112,7 +112,8 @@ def load_experiment(name: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: experiment.compare.{missing[0]} is missing: a comparison needs by, label and "
                           "against")
     plot = meta.get("plot") or {}
-    named = [*((f"experiment.compare.{k}", compare[k]) for k in ("by", "label", "metric", "require") if k in compare),*((f"experiment.columns[{i}]", c) for i, c in enumerate(meta.get("columns") or [])),
+    named = [*((f"experiment.compare.{k}", compare[k]) for k in ("by", "label", "metric", "require") if k in compare),
+             *((f"experiment.columns[{i}]", c) for i, c in enumerate(meta.get("columns") or [])),
              *((f"experiment.group_by[{i}]", c) for i, c in enumerate(meta.get("group_by") or [])),
              *((f"experiment.plot.{axis}", plot[axis]) for axis in ("x", "y") if axis in plot)]
     if (meta.get("expected") or {}).get("metric"):

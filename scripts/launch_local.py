@@ -70,7 +70,8 @@ def main() -> int:
         if log is not None and procs[i].returncode:
             log.seek(0)
             tail = "".join(log.readlines()[-20:])
-            print(f"--- process {i} exited {procs[i].returncode}; its last lines ({log.name}):\n{tail}", file=sys.stderr)
+            print(f"--- process {i} exited {procs[i].returncode}; its last lines ({log.name}):\n{tail}",
+                  file=sys.stderr)
     return status
 
 

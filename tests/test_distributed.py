@@ -76,6 +76,7 @@ def test_two_processes_killed_and_resumed_give_the_one_process_numbers(tmp_path,
         assert a["test_accuracy"] == b["test_accuracy"]
     results, ref_results = (json.loads((d / "results.json").read_text()) for d in (run_dir, reference))
     assert results["test_accuracy"] == ref_results["test_accuracy"] and results["devices"] == 2
+    assert (results["processes"], ref_results["processes"]) == (2, 1)
     assert results["config_hash"] == ref_results["config_hash"]  # the process layout is not part of the run
     _, params, epoch = restore_run_variables(run_dir)
     _, ref_params, _ = restore_run_variables(reference)

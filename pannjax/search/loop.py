@@ -87,9 +87,10 @@ def run_search(model: nn.Module, dataset: Dataset, space: SearchSpace, energy: E
     `run_dir/checkpoints`, `metrics.jsonl`, resume with `trainer.resume`, `trainer.stop_after_epochs`,
     divergence); returns the final state and the per-epoch records. The optimiser, batch size and
     checkpointing come from `trainer`, the number of epochs from `cfg`. Like training, the search is data
-    parallel over every device of the run (`pannjax.train.sharding`, all processes' in a multi-process run). The sequential variant's freezing
-    is a function of the step count and the state, so a resumed search freezes the same layers at the
-    same steps; each freeze is an event `{"step", "layer"}` of its epoch's record."""
+    parallel over every device of the run (`pannjax.train.sharding`; all processes' in a multi-process run).
+    The sequential variant's freezing is a function of the step count and the state, so a resumed search
+    freezes the same layers at the same steps; each freeze is an event `{"step", "layer"}` of its epoch's
+    record."""
     batch_size = trainer.batch_size
     mesh = data_mesh()  # data parallel over every device of the run, as training (pannjax.train.sharding)
     if batch_size % mesh.size:

@@ -100,9 +100,8 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     space = build_search_space(run.candidates, run.use, run.reference, run.exclude)
     acc_bits = run.acc_bits
     energy = energy_model(model_for, space, dataset.image_shape, run.energy_table, acc_bits)
-    energy_budget_of = scfg.energy_budget_of
-    if energy_budget_of is not None:  # the budget is the energy of the all-<candidate> network
-        name = energy_budget_of
+    energy_budget_of = name = scfg.energy_budget_of
+    if name is not None:  # the budget is the energy of the all-<candidate> network
         if name not in run.candidates:
             raise ConfigError(f"search.energy_budget_of={name!r} is not defined under search.candidates (defined: "
                               f"{', '.join(run.candidates)})")

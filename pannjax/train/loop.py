@@ -274,7 +274,7 @@ def train_and_evaluate(model: nn.Module, dataset: Dataset, trainer: TrainerConfi
         "best_test_accuracy": best.get("test_accuracy"), "best_epoch": best.get("epoch"),
         "epochs": final.get("epoch", 0), "epochs_planned": trainer.epochs, "steps": int(state.step),
         "seed": seed, "wall_seconds": final.get("wall_seconds", 0.0), "params": count_params(state.params),
-        "completed": final.get("epoch", 0) == trainer.epochs, "devices": mesh.size,
+        "completed": final.get("epoch", 0) == trainer.epochs, "devices": mesh.size, "processes": jax.process_count(),
     }
     return state, results
 
