@@ -251,8 +251,8 @@ def reproduce(name: str, sweep_dir: str | Path | None = None, overrides: Sequenc
         params = dict(((cfg.get("hydra") or {}).get("sweeper") or {}).get("params") or {})
         for override in overrides:  # a command-line value replaces the sweep's values of that key
             key, _, value = override.partition("=")
-            for name in [n for n in params if n.lstrip("+") == key.lstrip("+")]:
-                params[name] = value
+            for swept in [n for n in params if n.lstrip("+") == key.lstrip("+")]:
+                params[swept] = value
         cmd = sweep_command(name, meta.get("entry", "train"), sweep_dir, overrides)
         run_sweep(cmd, sweep_dir, count_jobs(params), sweep_dir / "reproduce.log")
     return summarize(sweep_dir, meta)

@@ -1,6 +1,7 @@
 """One run over two local processes (`jax.distributed`, gloo CPU collectives, one CPU device each) gives
-the numbers of one process with two devices and the same global batch; a kill of one process followed by
-a resume of both ends with the same numbers; only process 0 writes the run's files."""
+the numbers of one process with two devices and the same global batch; a kill of one process (and a damaged
+newest checkpoint) followed by a resume of both ends with the same numbers; only process 0 writes the run's
+files."""
 
 import json
 import os
@@ -54,7 +55,7 @@ def test_two_processes_killed_and_resumed_give_the_one_process_numbers(tmp_path,
     run_dir = tmp_path / "two_processes"
     procs = _launch(run_dir)
     deadline = time.time() + 300
-    while not (run_dir / "checkpoints" / "1").is_dir():  # epoch 1 checkpointed: kill process 1 mid-run
+    while not (run_dir / "checkpoints" / "2").is_dir():  # epoch 2 checkpointed: kill process 1 mid-run
         assert time.time() < deadline and all(p.poll() is None for p in procs), procs[0].communicate()[0][-3000:]
         time.sleep(0.05)
     procs[1].send_signal(signal.SIGKILL)
@@ -63,11 +64,15 @@ def test_two_processes_killed_and_resumed_give_the_one_process_numbers(tmp_path,
         p.wait(timeout=60)
     assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2
     assert not (run_dir / "results.json").exists()
+    for f in (run_dir / "checkpoints" / "2").rglob("*"):  # and the newest checkpoint is damaged too
+        if f.is_file():
+            f.write_bytes(b"\0garbage")
 
     procs = _launch(run_dir, "trainer.resume=true")
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
-    assert "resumed from" in outs[0]
+    assert "resumed from" in outs[0] and "unreadable" in outs[0]
+    assert [d.name.split("-")[0] for d in (run_dir / "checkpoints.damaged").iterdir()] == ["2"]  # moved once
 
     mine, ref = _metrics(run_dir), _metrics(reference)
     assert [r["epoch"] for r in mine] == [1, 2, 3, 4]

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from omegaconf import OmegaConf
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from pannjax.distributed import is_main
 from pannjax.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,14 @@ def restore_checkpoint(manager: ocp.CheckpointManager, state: Any, epoch: int | 
                           "use the config it was trained with") from None
     if failed:
         aside = Path(str(manager.directory) + ".damaged")
-        aside.mkdir(exist_ok=True)
-        for bad, _ in failed:
-            shutil.move(str(Path(manager.directory) / str(bad)), str(aside / f"{bad}-{int(time.time())}"))
+        if is_main():  # one process moves them; the others wait for it (pannjax.distributed)
+            aside.mkdir(exist_ok=True)
+            for bad, _ in failed:
+                shutil.move(str(Path(manager.directory) / str(bad)), str(aside / f"{bad}-{int(time.time())}"))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("pannjax: damaged checkpoints moved aside")
         manager.reload()
         log.warning("checkpoint %s unreadable (%s): resuming from epoch %d; moved to %s",
                     ", ".join(str(b) for b, _ in failed), _reason(failed[0][1]), step, aside)
