@@ -172,7 +172,7 @@ def test_an_experiment_extends_another_and_matched_configs_compose():
     assert cifar["experiment"]["name"] == "enos_matched_squeezenet_cifar100"
     assert cifar["experiment"]["compare"] == base["experiment"]["compare"]
     assert cifar["hydra"]["sweeper"]["params"] == base["hydra"]["sweeper"]["params"]
-    assert count_jobs(base["hydra"]["sweeper"]["params"]) == 84
+    assert count_jobs(base["hydra"]["sweeper"]["params"]) == 96
     for method, use in (("enos", 8), ("sensitivity", 8), ("mac_mixed", 3), ("uni_operator", 1)):
         cfg = compose_checked("search", ["+experiment=enos_matched", f"+method={method}", "search.energy_budget_of=mf"])
         assert cfg.search.label == method and len(cfg.search.use) == use and cfg.search.baseline_epochs == 0
