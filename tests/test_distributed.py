@@ -96,10 +96,10 @@ def test_two_processes_killed_and_resumed_give_the_one_process_numbers(tmp_path,
 
 
 def test_launch_index_and_follower_arguments(monkeypatch):
-    for var in ("SLURM_NTASKS", "SLURM_PROCID", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"):
+    for var in ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"):
         monkeypatch.delenv(var, raising=False)
     assert launch_index(["distributed.process_id=3"]) == 3 and launch_index([]) == 0
-    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
     monkeypatch.setenv("SLURM_PROCID", "2")
     assert launch_index([]) == 2
     assert follower_argv(["train.py", "a=1"])[-2:] == ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
