@@ -16,7 +16,7 @@ from pannjax.results import read_results
 from pannjax.search import SearchConfig, build_search_space, inherit_params
 from pannjax.search.loop import create_search_state
 from pannjax.search.runner import run_search_experiment
-from pannjax.search.sensitivity import (_loss, hessian_traces, loss_increase, one_hot_gates, reference_variables,
+from pannjax.search.sensitivity import (gated_loss, hessian_traces, loss_increase, one_hot_gates, reference_variables,
                                        supernet_config)
 from pannjax.train.loop import overlay
 from pannjax.train.state import OptimizerConfig, make_optimizer
@@ -99,8 +99,8 @@ def test_hutchinson_trace_agrees_with_the_exact_hessian(setting):
         start += n
 
     # the supernet's single path with reference gates is the all-reference network: same loss
-    assert float(_loss(state, state.params, one_hot_gates(state.alpha, {}, 0), batch["image"], batch["label"])) == \
-        pytest.approx(float(loss_of(jnp.concatenate([flat[k].ravel() for k in keys]))), abs=1e-5)
+    supernet = gated_loss(state, state.params, one_hot_gates(state.alpha, {}, 0), batch["image"], batch["label"])
+    assert float(supernet) == pytest.approx(float(loss_of(jnp.concatenate([flat[k].ravel() for k in keys]))), abs=1e-5)
 
 
 def test_search_sensitivity_ends_at_the_least_sensitive_assignment_within_the_budget(tmp_path):

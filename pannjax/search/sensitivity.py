@@ -52,7 +52,7 @@ def supernet_config(cfg: SearchConfig) -> SearchConfig:
     """The search configuration that trains the supernet: variational steps, alpha never moving (its warm-up
     lasts the whole search), no energy term, no KL term, no budget."""
     return dataclasses.replace(cfg, variant="variational", lam=0.0, kl_weight=0.0, alpha_start_epoch=float(cfg.epochs),
-                               energy_budget=None, energy_budget_pj=None)
+                               energy_budget=None, energy_budget_pj=None, energy_budget_of=None)
 
 
 def check_space(space: SearchSpace, measure: str) -> None:
@@ -84,7 +84,9 @@ def _batches(dataset: Dataset, count: int, batch_size: int, seed: int) -> Iterat
         yield batch
 
 
-def _loss(state: SearchState, params: Any, gates: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
+def gated_loss(state: SearchState, params: Any, gates: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
+    """Cross-entropy of the search network with `gates` (one-hot: one derived network), BatchNorm on batch
+    statistics."""
     logits, _ = state.apply_fn({"params": params, "batch_stats": state.batch_stats, "gates": gates}, images,
                                train=True, mutable=["batch_stats"], rngs={"noise": jax.random.key(0)})
     return cross_entropy(logits, labels)
@@ -94,7 +96,7 @@ def loss_increase(state: SearchState, space: SearchSpace, order: tuple[str, ...]
                   ) -> dict[str, np.ndarray]:
     """{layer: s_l (K,)} measured loss increase, s_l at the reference 0 (module docstring)."""
     ref, k = space.names.index(space.reference.name), len(space.names)
-    loss = jax.jit(lambda gates, images, labels: _loss(state, state.params, gates, images, labels))
+    loss = jax.jit(lambda gates, images, labels: gated_loss(state, state.params, gates, images, labels))
     base = one_hot_gates(state.alpha, {}, ref)
     probes = [(p, j, one_hot_gates(state.alpha, {p: j}, ref)) for p in order for j in range(k) if j != ref]
     s = {p: np.zeros(k) for p in order}
