@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from pannjax.errors import ConfigError
+from pannjax.hw.accumulator import AccumulatorWidth
 from pannjax.hw.bitflips import OperandStats
 from pannjax.hw.cost import LayerCost, Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
@@ -45,6 +46,8 @@ class LayerPower:
     toggles_simulated: dict[str, float] | None = None
     simulated_macs: int = 0
     toggles_gates_uniform: float | None = None  # gate model on uniform codes, per MAC: the simulator's reference
+    accumulator: AccumulatorWidth | None = None  # worst-case / observed widths (`pannjax.hw.accumulator`)
+    cost_acc32: LayerCost | None = None  # with acc_bits="auto": the same layer priced at a 32-bit accumulator
 
     def __getattr__(self, name):  # path, kind, operator, formats, macs, fan_in, energy_pj, units ...
         if name.startswith("__"):
@@ -75,7 +78,7 @@ class NetworkReport:
     layers: tuple[LayerPower, ...]
     table_path: str
     technology: str
-    acc_bits: int
+    acc_bits: int | str  # a width for every layer, or "auto" (each layer's worst-case width)
     batch_size: int | None
 
     @property
@@ -108,6 +111,8 @@ class NetworkReport:
                 "energy_pJ": l.energy_pj,
                 "energy_activity_pJ": l.energy_activity_pj,
                 "share": l.energy_pj / total,
+                "acc_bits_worst": None if l.accumulator is None else l.accumulator.worst,
+                "acc_bits_observed": None if l.accumulator is None else l.accumulator.observed,
             })
         return out
 
@@ -119,7 +124,19 @@ class NetworkReport:
                 "toggle_model": self.layers[0].toggle_model if self.layers else None,
                 "energy_activity_pJ": float(sum(a for a in act if a is not None)) if any(a is not None for a in act) else None,
                 "layers": len(self.layers), "table": self.table_path, "technology": self.technology,
-                "acc_bits": self.acc_bits, "batch_size": self.batch_size}
+                "acc_bits": self.acc_bits, "batch_size": self.batch_size, **self._acc32_totals()}
+
+    def _acc32_totals(self) -> dict[str, Any]:
+        """With acc_bits="auto": the network priced at 32-bit accumulators, and the toggles it saves."""
+        if self.acc_bits != "auto":
+            return {}
+        at32 = [l.cost_acc32 for l in self.layers]
+        toggles32 = [c.toggles for c in at32 if c.toggles is not None]
+        counted = [l.toggles for l in self.layers if l.toggles is not None]
+        out = {"energy_acc32_pJ": float(sum(c.energy_pj for c in at32)),
+               "toggles_acc32": float(sum(toggles32)) if toggles32 else None}
+        out["toggles_saved_vs_acc32"] = None if not toggles32 else out["toggles_acc32"] - float(sum(counted))
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return {"layers": self.rows(), "totals": self.totals(),
@@ -239,26 +256,50 @@ def _simulate_layer(layer, cost: LayerCost, toggle_model: str, max_sim_macs: int
     return simulated, measured, int(xs.size), uniform
 
 
-def build_report(model, variables, x, acc_bits: int = 32, table: EnergyTable | str | None = None,
+def _priced_at_least(layer, pricing: Pricing, bits: int) -> LayerCost:
+    """The layer priced at the narrowest accumulator of at least `bits` that its units take (a unit's
+    accumulator also holds one full-width term: a MAC's x_bits + w_bits, whatever the weights' values)."""
+    for b in range(bits, 65):
+        try:
+            return price_layer(layer, dataclasses.replace(pricing, acc_bits=b))
+        except ConfigError:
+            if b == 64:
+                raise
+    raise AssertionError("unreachable")
+
+
+def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTable | str | None = None,
                  simulate: bool | None = None, max_sim_macs: int | None = 1 << 21, seed: int = 0,
                  toggle_model: str = "gates", **call_kwargs) -> NetworkReport:
     """Per-layer report of `model` (a Flax module built from pannjax.nn layers) with `variables`.
 
     `x`: a real input batch (array) or a `jax.ShapeDtypeStruct`; with a real batch (and `simulate` not
     False) integer layers are simulated at gate level on their captured operands. Energies are per example. Every figure
-    comes from the cost engine (`pannjax.hw.cost.price_layer`), at each layer's real weight density."""
+    comes from the cost engine (`pannjax.hw.cost.price_layer`), at each layer's real weight density.
+    `acc_bits`: the accumulator width B of every layer, or "auto": each integer layer at its worst-case width
+    (`pannjax.hw.accumulator`), or at the narrowest its units take when that is wider (they also hold one
+    full-width term); float or other layers at 32; the 32-bit figures in the totals beside.
+    Every row reports the worst-case width and, given a real batch, the width that batch used."""
     from pannjax.nn import bound_layers  # model-facing glue; pannjax.hw itself imports no Flax
 
-    pricing = Pricing.make(table, toggle_model, acc_bits)
+    auto = acc_bits == "auto"
+    if not auto and (isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 2 <= acc_bits <= 64):
+        raise ConfigError(f"acc_bits={acc_bits!r}: expected an accumulator width in 2..64 bits or auto")
+    pricing = Pricing.make(table, toggle_model, 32 if auto else acc_bits)
     real = isinstance(x, (np.ndarray, jax.Array))
     simulate = real if simulate is None else simulate
     if simulate and not real:
         raise ConfigError("simulate=True needs a real input batch, not a shape")
     layers = []
-    for i, layer in enumerate(bound_layers(model, variables, x, capture_inputs=simulate, **call_kwargs)):
-        cost = price_layer(layer, pricing)
+    for i, layer in enumerate(bound_layers(model, variables, x, capture_inputs=simulate or real, **call_kwargs)):
+        width = layer.accumulator_width()
+        if auto and width is None and layer.kernel is None:
+            raise ConfigError(f"acc_bits=auto needs the network's weights: layer {layer.path} has none (abstract)")
+        cost = (_priced_at_least(layer, pricing, width.worst) if auto and width is not None
+                else price_layer(layer, pricing))
         simulated, measured, n, uniform = _simulate_layer(layer, cost, toggle_model, max_sim_macs, seed + i) \
             if simulate else (None, None, 0, None)
-        layers.append(LayerPower(cost, measured, simulated, n, uniform))
+        layers.append(LayerPower(cost, measured, simulated, n, uniform, width,
+                                 price_layer(layer, pricing) if auto else None))
     batch = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else None
     return NetworkReport(tuple(layers), pricing.table.path, pricing.table.technology, acc_bits, batch)

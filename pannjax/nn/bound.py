@@ -24,9 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from pannjax.errors import ConfigError
+from pannjax.hw.accumulator import AccumulatorWidth, observed_bits, worst_case_bits
 from pannjax.nn.layers import QConv, QDense
 from pannjax.numerics import NumberFormat
-from pannjax.ops import ContractionShape, Operator, UnitOp
+from pannjax.ops import ContractionShape, MacOperator, Operator, UnitOp
+from pannjax.ops.base import normalize_padding
 from pannjax.quant import Quantizer
 from pannjax.quant.base import IntegerView
 
@@ -126,6 +128,24 @@ class BoundLayer:
         if view is None:
             return float(self.hardware_quantizer_w.additions)
         return float(np.mean(np.abs(np.asarray(view.codes))))
+
+    def accumulator_width(self) -> AccumulatorWidth | None:
+        """Worst-case and, with captured inputs, observed accumulator widths of an integer layer whose
+        accumulator sums w_int x_int (a linear operator or PANN counts; `pannjax.hw.accumulator`); None for
+        float, abstract or other layers."""
+        view = self.weight_view()
+        if view is None or self.x_format.is_float or not (self.operator.linear_contraction
+                                                         or self.w_format.kind == "count"):
+            return None
+        worst = worst_case_bits(np.asarray(view.codes), self.x_format)
+        inputs = self.input_view()
+        if inputs is None:
+            return AccumulatorWidth(worst)
+        x, w = jnp.asarray(inputs.codes, jnp.float32), jnp.asarray(view.codes, jnp.float32)
+        mac = MacOperator()
+        acc = mac.dense(x, w) if self.kind == "dense" else mac.conv(x, w, self.strides,
+                                                                     normalize_padding(self.padding), self.groups)
+        return AccumulatorWidth(worst, observed_bits(np.asarray(acc)))
 
     def units(self, acc_bits: int = 32) -> tuple[UnitOp, ...]:
         """The layer's work per example as unit operations (`Operator.cost` on the hardware formats)."""
