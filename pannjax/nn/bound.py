@@ -130,12 +130,12 @@ class BoundLayer:
         return float(np.mean(np.abs(np.asarray(view.codes))))
 
     def accumulator_width(self) -> AccumulatorWidth | None:
-        """Worst-case and, with captured inputs, observed accumulator widths of an integer layer whose
+        """Worst-case and, with captured inputs, observed accumulator widths of a digital integer layer whose
         accumulator sums w_int x_int (a linear operator or PANN counts; `pannjax.hw.accumulator`); None for
-        float, abstract or other layers."""
+        float, abstract, analog (its sums are digitised per crossbar chunk) or other layers."""
         view = self.weight_view()
-        if view is None or self.x_format.is_float or not (self.operator.linear_contraction
-                                                         or self.w_format.kind == "count"):
+        linear = self.operator.linear_contraction or self.w_format.kind == "count"
+        if view is None or self.x_format.is_float or not linear or self.operator.mode.is_analog:
             return None
         worst = worst_case_bits(np.asarray(view.codes), self.x_format)
         inputs = self.input_view()
