@@ -8,8 +8,9 @@ A run is multi-process when the config block `distributed` says so (`num_process
 `coordinator_address` and `process_id`), or when the environment does: a SLURM step with more than one task
 (`SLURM_STEP_NUM_TASKS`, set by `srun` for its tasks; not the allocation's `SLURM_NTASKS`, which a batch
 script that runs Python once also has) or an Open MPI job (`OMPI_COMM_WORLD_SIZE`), which
-`jax.distributed.initialize()` reads by itself. Otherwise nothing happens and the run is the single-process one. `initialize` runs in the
-experiment set-up before any JAX computation (the runtime must start before the backends do).
+`jax.distributed.initialize()` reads by itself. Otherwise nothing happens and the run is the single-process
+one. `initialize` runs in the experiment set-up before any JAX computation (the runtime must start before
+the backends do).
 
 What each process does then: it reads only its slice of every global batch (`batch_rows`), the state is
 replicated, orbax writes one checkpoint cooperatively, and only the main process (index 0) writes

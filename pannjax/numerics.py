@@ -34,6 +34,11 @@ class NumberFormat:
     def is_float(self) -> bool:
         return self.kind == "float"
 
+    @property
+    def code_range(self) -> tuple[int, int]:
+        """[lo, hi] of the integer codes: [-2^(b-1), 2^(b-1) - 1] signed, [0, 2^b - 1] unsigned."""
+        return (-(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1) if self.signed else (0, (1 << self.bits) - 1)
+
     def __str__(self) -> str:
         if self.is_float:
             return f"fp{self.bits}"

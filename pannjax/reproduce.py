@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from pannjax.errors import ConfigError
@@ -62,14 +63,6 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def _merged(base: dict, over: Mapping) -> dict:
-    """`over` merged into `base` key by key (nested dicts merged, other values replaced), as Hydra composes."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _raw(name: str, seen: tuple[str, ...] = ()) -> tuple[Path, dict[str, Any]]:
     """(path, YAML) of experiment `name` with the `experiment` and `hydra` blocks of the sibling experiments its
     `defaults` list names merged under its own."""
@@ -82,12 +75,10 @@ def _raw(name: str, seen: tuple[str, ...] = ()) -> tuple[Path, dict[str, Any]]:
         cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    merged: dict[str, Any] = {}
-    for entry in cfg.get("defaults") or []:
-        if isinstance(entry, str) and entry != "_self_" and (CONFIG_DIR / f"{entry}.yaml").is_file():
-            parent = _raw(entry, (*seen, name))[1]
-            merged = _merged(merged, {k: parent[k] for k in ("experiment", "hydra") if k in parent})
-    return path, _merged(merged, cfg)
+    parents = [_raw(entry, (*seen, name))[1] for entry in cfg.get("defaults") or []
+               if isinstance(entry, str) and entry != "_self_" and (CONFIG_DIR / f"{entry}.yaml").is_file()]
+    merged = OmegaConf.merge(*({k: p[k] for k in ("experiment", "hydra") if k in p} for p in parents), cfg)
+    return path, OmegaConf.to_container(merged, resolve=False)
 
 
 def load_experiment(name: str) -> dict[str, Any]:

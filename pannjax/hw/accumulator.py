@@ -44,18 +44,11 @@ def width_for(low: float, high: float) -> int:
     return bits
 
 
-def input_range(fmt: NumberFormat) -> tuple[int, int]:
-    """[x_lo, x_hi] of integer codes of format `fmt`."""
-    if fmt.signed:
-        return -(2 ** (fmt.bits - 1)), 2 ** (fmt.bits - 1) - 1
-    return 0, 2 ** fmt.bits - 1
-
-
 def worst_case_range(codes: np.ndarray, x_format: NumberFormat) -> tuple[float, float]:
     """(min, max) over output channels (the last axis of `codes`, HWIO or IO) of the exact accumulator range."""
     w = np.asarray(codes, np.float64).reshape(-1, np.shape(codes)[-1])
     pos, neg = np.clip(w, 0, None).sum(axis=0), np.clip(-w, 0, None).sum(axis=0)
-    lo, hi = input_range(x_format)
+    lo, hi = x_format.code_range
     return float(np.min(pos * lo - neg * hi)), float(np.max(pos * hi - neg * lo))
 
 

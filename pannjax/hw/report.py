@@ -259,13 +259,12 @@ def _simulate_layer(layer, cost: LayerCost, toggle_model: str, max_sim_macs: int
 def _priced_at_least(layer, pricing: Pricing, bits: int) -> LayerCost:
     """The layer priced at the narrowest accumulator of at least `bits` that its units take (a unit's
     accumulator also holds one full-width term: a MAC's x_bits + w_bits, whatever the weights' values)."""
-    for b in range(bits, 65):
+    for b in range(bits, 64):
         try:
             return price_layer(layer, dataclasses.replace(pricing, acc_bits=b))
         except ConfigError:
-            if b == 64:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return price_layer(layer, dataclasses.replace(pricing, acc_bits=64))
 
 
 def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTable | str | None = None,
@@ -295,11 +294,10 @@ def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTab
         width = layer.accumulator_width()
         if auto and width is None and layer.kernel is None:
             raise ConfigError(f"acc_bits=auto needs the network's weights: layer {layer.path} has none (abstract)")
-        cost = (_priced_at_least(layer, pricing, width.worst) if auto and width is not None
-                else price_layer(layer, pricing))
+        cost_at_b = price_layer(layer, pricing)  # at acc_bits (auto: 32, the totals' comparison)
+        cost = _priced_at_least(layer, pricing, width.worst) if auto and width is not None else cost_at_b
         simulated, measured, n, uniform = _simulate_layer(layer, cost, toggle_model, max_sim_macs, seed + i) \
             if simulate else (None, None, 0, None)
-        layers.append(LayerPower(cost, measured, simulated, n, uniform, width,
-                                 price_layer(layer, pricing) if auto else None))
+        layers.append(LayerPower(cost, measured, simulated, n, uniform, width, cost_at_b if auto else None))
     batch = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else None
     return NetworkReport(tuple(layers), pricing.table.path, pricing.table.technology, acc_bits, batch)

@@ -113,9 +113,10 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     by_sensitivity = scfg.variant == "sensitivity"
     if by_sensitivity:
         check_space(space, scfg.sensitivity_measure)
+    reference_model = model_for(space.reference_policy())
     t = time.perf_counter()
     try:
-        state, history = run_search(model_for(space.reference_policy()), dataset, space, energy,
+        state, history = run_search(reference_model, dataset, space, energy,
                                     supernet_config(scfg) if by_sensitivity else scfg, trainer, seed, run_dir,
                                     on_trace=on_trace)
     except DivergenceError as e:  # no assignment is derived from a diverged search
@@ -138,8 +139,8 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     chosen, budget_met, sensitivity = argmax, None, None
     if by_sensitivity:
         t = time.perf_counter()
-        sensitivity = sensitivities(state, model_for(space.reference_policy()), dataset, space, energy.order, scfg,
-                                    trainer.batch_size, seed)
+        sensitivity = sensitivities(state, reference_model, dataset, space, energy.order, scfg, trainer.batch_size,
+                                    seed)
         times["sensitivity_seconds"] = time.perf_counter() - t
         chosen, budget_met = best_within_budget({p: -v for p, v in sensitivity.items()}, {}, space, energy, budget,
                                                 scfg.budget_tolerance)
@@ -172,7 +173,6 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
                                                     init_batch_stats=before_state.batch_stats)
         after, times["retrain_seconds"] = retrained["test_accuracy"], retrained["wall_seconds"]
 
-    reference_model = model_for(space.reference_policy())
     baseline = None
     baseline_epochs = run.baseline_epochs
     if baseline_epochs > 0:

@@ -31,7 +31,8 @@ suffers from each candidate, then choose the assignment of least total sensitivi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+import itertools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -75,13 +76,6 @@ def one_hot_gates(like: Any, picks: dict[str, int], default: int) -> Any:
     flat = traverse_util.flatten_dict(like)
     return traverse_util.unflatten_dict({key: jax.nn.one_hot(picks.get("/".join(key[:-1]), default), v.shape[-1])
                                          for key, v in flat.items()})
-
-
-def _batches(dataset: Dataset, count: int, batch_size: int, seed: int) -> Iterator[dict]:
-    for i, batch in enumerate(dataset.batches("train", batch_size, epoch=0, seed=seed + 13)):
-        if i >= count:
-            return
-        yield batch
 
 
 def gated_loss(state: SearchState, params: Any, gates: Any, images: jax.Array, labels: jax.Array) -> jax.Array:
@@ -166,7 +160,8 @@ def sensitivities(state: SearchState, reference_model: nn.Module, dataset: Datas
                   order: tuple[str, ...], cfg: SearchConfig, batch_size: int, seed: int) -> dict[str, np.ndarray]:
     """{layer: s_l (K,)} by `cfg.sensitivity_measure` on `cfg.sensitivity_batches` training batches;
     `reference_model` is the all-reference network (the Hessian's)."""
-    batches = list(_batches(dataset, cfg.sensitivity_batches, batch_size, seed))
+    batches = list(itertools.islice(dataset.batches("train", batch_size, epoch=0, seed=seed + 13),
+                                    cfg.sensitivity_batches))
     if cfg.sensitivity_measure == "loss":
         return loss_increase(state, space, order, batches)
     variables = reference_variables(state, reference_model, space, order, batches[0]["image"])
