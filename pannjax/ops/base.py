@@ -45,11 +45,13 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.hw.units import OpCount, UnitOp  # noqa: F401  (OpCount re-exported)
 from pannjax.numerics import NumberFormat
+from pannjax.ops.integer import IntegerWeights, l1_limit, per_channel
 from pannjax.quant.ste import round_ste
 
 MODES = ("digital", "analog")
@@ -306,6 +308,18 @@ class Operator:
         if self.weight_format(quantizer_w).kind == "count":
             self._refuse_counts(where)
 
+    # -- integer datapath (export) ------------------------------------------------------------------
+    def integer_weights(self, quantizer_w, kernel) -> IntegerWeights:
+        """The integer weights this operator's digital datapath stores for `kernel` and the datapath that
+        consumes them (`pannjax.ops.integer`); a one-line error where there is no integer datapath."""
+        raise ConfigError(f"op={self.name} has no integer datapath to export (MAC, shift, BWN, XNOR and PANN "
+                          "additions have)")
+
+    def _digital_only(self) -> None:
+        if self.mode.is_analog:
+            raise ConfigError(f"op={self.name} in mode {self.mode.kind}: an analog crossbar's ADC full scale follows "
+                              "each batch, so it has no fixed integer program; export digital networks")
+
     def _refuse_counts(self, where: str = "op") -> None:
         if not self.accepts_counts or self.mode.is_analog:
             raise ConfigError(f"{where}={self.name} (mode {self.mode.kind}) cannot run PANN addition-count weights "
@@ -329,6 +343,25 @@ class LinearOperator(Operator):
     in `weight_transform` and in what their `digital_cost` charges for the same arithmetic."""
 
     linear_contraction = True
+    #: the integer datapath of non-count weights (`pannjax.ops.integer`)
+    integer_datapath: str = "mac"
+
+    def integer_weights(self, quantizer_w, kernel) -> IntegerWeights:
+        """The hardware weights' integer values (`hardware_weights(quantizer_w).integer`): PANN addition counts
+        run on the "additions" datapath (split or signed accumulation), any other integer weights on
+        `integer_datapath`; scale = the weight scale per output channel."""
+        self._digital_only()
+        view = self.hardware_weights(quantizer_w).integer(jnp.asarray(kernel))
+        if view.format.is_float:
+            raise ConfigError(f"op={self.name} with float weights: export needs integer weights (quant=uniform, "
+                              "pot, apot or pann)")
+        scale = per_channel(view.scale, np.shape(kernel))
+        if view.format.kind == "count":
+            self._refuse_counts()
+            return IntegerWeights("additions", {"w": np.asarray(view.codes, np.int32)}, scale, l1_limit(view.codes),
+                                  attrs={"accumulation": "signed" if view.format.signed else "split"})
+        return IntegerWeights(self.integer_datapath, {"w": np.asarray(view.codes, np.int32)}, scale,
+                              l1_limit(view.codes))
 
     def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
         return jnp.matmul(x, w)

@@ -25,6 +25,7 @@ from flax import struct
 
 from pannjax.numerics import NumberFormat
 from pannjax.ops.base import ComputeMode, ContractionShape, LinearOperator, UnitOp
+from pannjax.ops.integer import datapath, integer_contraction
 from pannjax.quant.base import IntegerView, Quantizer, Requantized
 from pannjax.quant.ste import binarize_ste
 
@@ -54,6 +55,12 @@ class SignWeights(Quantizer):
         return SIGN_BIT
 
 
+@datapath("sign_select")
+def sign_select_datapath(x, arrays, attrs, geometry) -> list:
+    """Each activation added or subtracted as its weight's sign bit says (weights +-1: the sum of x w)."""
+    return [(integer_contraction(x, arrays["w"], geometry), True)]
+
+
 def scaling_cost(shape: ContractionShape, x_format: NumberFormat, multiplies: int, acc_bits: int) -> UnitOp:
     """`multiplies` rescaling multiplications per output (alpha, and beta/K for XNOR)."""
     unit = "fmult" if x_format.is_float else "mult"
@@ -65,6 +72,7 @@ class BwnOperator(LinearOperator):
     """Binary weights sign(w) * alpha with real activations: MAC on the binarised kernel (module docstring)."""
 
     name = "bwn"
+    integer_datapath = "sign_select"
     mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
     def weight_transform(self, w: jax.Array) -> jax.Array:

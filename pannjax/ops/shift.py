@@ -35,12 +35,14 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.ops.base import (ComputeMode, ContractionShape, LinearOperator, Padding, UnitOp, check_conv_shapes,
                               normalize_padding, wider_float)
+from pannjax.ops.integer import IntegerWeights, datapath, l1_limit, per_channel
 from pannjax.quant.base import IntegerView, Requantized
 from pannjax.quant.pot import PotQuantizer
 
@@ -86,6 +88,15 @@ def shift_conv(x_codes: jax.Array, sign: jax.Array, shift: jax.Array, max_shift:
     out = jax.vmap(lambda xg, sg, hg: shift_accumulate(xg, sg, hg, max_shift), in_axes=(3, 0, 0), out_axes=3)(
         patches, weights(sign), weights(shift))
     return out.reshape(n, ho, wo, c_out)
+
+
+@datapath("shift")
+def shift_datapath(x, arrays, attrs, geometry) -> list:
+    """Bitshift-and-accumulate (`shift_accumulate` / `shift_conv`) on the stored sign and shift fields."""
+    if geometry["kind"] == "dense":
+        return [(shift_accumulate(x, arrays["sign"], arrays["shift"], attrs["max_shift"]), True)]
+    return [(shift_conv(x, arrays["sign"], arrays["shift"], attrs["max_shift"], geometry["strides"],
+                        normalize_padding(geometry["padding"]), geometry["groups"]), True)]
 
 
 def _pot_parts(w: IntegerView) -> tuple[jax.Array, jax.Array, int]:
@@ -142,6 +153,17 @@ class ShiftOperator(LinearOperator):
         return self.hardware_weights(quantizer_w).format
 
     # -- integer reference path ----------------------------------------------------------------
+    def integer_weights(self, quantizer_w, kernel) -> IntegerWeights:
+        """The shifter's stored fields: per weight its sign (-1, 0, 1) and shift (0..max_shift); one
+        accumulator unit is s_w 2^-max_shift (the "shift" datapath)."""
+        self._digital_only()
+        view = self.hardware_weights(quantizer_w).integer(jnp.asarray(kernel))
+        sign, shift, max_shift = _pot_parts(view)
+        sign, shift = np.asarray(sign, np.int32), np.asarray(shift, np.int32)
+        return IntegerWeights("shift", {"sign": sign, "shift": shift}, per_channel(view.scale, np.shape(kernel)),
+                              l1_limit(np.abs(sign) * 2.0 ** (int(max_shift) - shift)),
+                              attrs={"max_shift": int(max_shift)})
+
     def dense_integer(self, x: IntegerView, w: IntegerView) -> jax.Array:
         """The dense output from integer views: int32 shift-accumulate, then one rescale."""
         sign, shift, max_shift = _pot_parts(w)

@@ -32,6 +32,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from pannjax.errors import ConfigError
@@ -39,6 +40,7 @@ from pannjax.numerics import NumberFormat
 from pannjax.ops.base import (ComputeMode, ContractionShape, Operator, Padding, UnitOp, check_conv_shapes,
                               linear_conv, normalize_padding)
 from pannjax.ops.bwn import SIGN_BIT, scaling_cost
+from pannjax.ops.integer import IntegerWeights, datapath
 from pannjax.quant.ste import binarize_ste
 
 INPUT_SCALES = ("k_matrix", "none")
@@ -86,6 +88,31 @@ def xnor_popcount_conv(x_sign: jax.Array, w_sign: jax.Array, strides: Sequence[i
     out = jax.vmap(_popcount_dot, in_axes=(3, 3, 0), out_axes=3)(
         pack_bits(patches > 0), pack_bits(patches != 0), w_words)
     return out.reshape(n, ho, wo, c_out)
+
+
+@datapath("xnor")
+def xnor_datapath(x, arrays, attrs, geometry) -> list:
+    """XNOR + popcount of sign(x) and the stored weight bits; with the K matrix (``attrs["k_matrix"]``) the
+    count is multiplied by the integer K sum: sum of |x| over the input channels of the group and the
+    kh x kw window (zero padding), i.e. K of the float path times C_g kh kw / s_x."""
+    x = x.astype(jnp.int32)
+    x_sign = jnp.where(x > 0, 1, -1).astype(jnp.int32)
+    w_sign = arrays["w"]
+    if geometry["kind"] == "dense":
+        counts = xnor_popcount_dense(x_sign, w_sign)
+        k_sum = jnp.sum(jnp.abs(x), axis=-1, keepdims=True)
+    else:
+        strides, padding = tuple(geometry["strides"]), normalize_padding(geometry["padding"])
+        groups = geometry["groups"]
+        counts = xnor_popcount_conv(x_sign, w_sign, strides, padding, groups)
+        kh, kw, _, c_out = w_sign.shape
+        n, h, wd, c_in = x.shape
+        a = jnp.sum(jnp.abs(x).reshape(n, h, wd, groups, c_in // groups), axis=-1)
+        pads = jax.lax.padtype_to_pads((h, wd), (kh, kw), strides, padding) if isinstance(padding, str) else padding
+        k_sum = jax.lax.reduce_window(a, jnp.int32(0), jax.lax.add, (1, kh, kw, 1), (1, *strides, 1),
+                                      ((0, 0), *pads, (0, 0)))
+        k_sum = k_sum if groups == 1 else jnp.repeat(k_sum, c_out // groups, axis=-1)
+    return [(counts * k_sum if attrs["k_matrix"] else counts, True)]
 
 
 @struct.dataclass
@@ -150,6 +177,20 @@ class XnorOperator(Operator):
         strides, padding = tuple(int(s) for s in strides), normalize_padding(padding)
         counts = xnor_popcount_conv(binarize_ste(x), binarize_ste(w), strides, padding, groups)
         return counts.astype(x.dtype) * self._conv_scale(x, w, strides, padding, groups)
+
+    def integer_weights(self, quantizer_w, kernel) -> IntegerWeights:
+        """One bit per weight (sign of the quantized weight, +-1) and alpha = mean |w| per output channel; with
+        the K matrix one accumulator unit is alpha s_x / (C_g kh kw) (dense: alpha s_x / C_in)."""
+        self._digital_only()
+        w = np.asarray(quantizer_w.quantize(jnp.asarray(kernel)))
+        alpha = np.mean(np.abs(w), axis=tuple(range(w.ndim - 1))).astype(np.float64)
+        bits = np.where(w > 0, 1, -1).astype(np.int32)
+        k_matrix = self.input_scale == "k_matrix"
+        scale = alpha / np.prod(w.shape[:-1]) if k_matrix else alpha
+        # |popcount| <= fan_in, and the K sum <= fan_in max|x|
+        fan_in = float(np.prod(w.shape[:-1]))
+        limit = np.full(w.shape[-1], fan_in * fan_in if k_matrix else fan_in)
+        return IntegerWeights("xnor", {"w": bits}, scale, limit, x_scaled=k_matrix, attrs={"k_matrix": k_matrix})
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
                      acc_bits: int) -> tuple[UnitOp, ...]:

@@ -1,0 +1,177 @@
+"""`experiments/export.py`: a trained (or PTQ-converted) network of a run as an integer program directory.
+
+    python experiments/export.py checkpoint=outputs/train/<date>/<time>               # a quantized run
+    python experiments/export.py checkpoint=<float run> convert=pann budget_bits=2     # PANN PTQ first
+    python experiments/export.py checkpoint=<run> acc_bits=auto out=deploy/digits_pot
+
+A run of experiments/train.py with integer arithmetic (any `quant=` other than float, with fixed or learned
+activation steps) is rebuilt from its ``.hydra/config.yaml`` and newest checkpoint; a float run is first
+converted post-training (`convert=pann`: PANN at the power of a `budget_bits`-bit MAC network, or
+`convert=uniform`: `w_bits`/`x_bits` uniform PTQ; `pannjax.pann.convert`). The program (`build_program`)
+is written to `out` (default: ``<run dir>/program``) by `pannjax.export.save`, reloaded from disk and run
+on the whole test set with the integer-only runner; results.json compares it with the fake-quant
+evaluation of the same network: accuracy of both, the agreement of their predictions, the largest logit
+difference, and per layer the accumulator width B, the worst-case width and the width the test set used,
+and the number of accumulator values that overflowed B.
+
+ONNX: not written. Uniform MAC layers map to ONNX QLinearConv / MatMulInteger, but shift, repeated
+additions, sign-select and XNOR datapaths have no ONNX operator, and requantisation with a 64-bit bias
+has no QDQ equivalent; the log says so in one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pannjax.errors import ConfigError
+from pannjax.experiment import load_data, setup
+from pannjax.export.files import load, save
+from pannjax.export.program import build_program
+from pannjax.export.runner import run_codes
+from pannjax.hw.accumulator import width_for
+from pannjax.hw.report import build_report
+from pannjax.results import read_results, write_results
+from pannjax.rundir import owned_run_dir
+
+log = logging.getLogger(__name__)
+CONVERSIONS = ("none", "pann", "uniform")
+ONNX_NOTE = ("model.onnx not written: the program's requantisation (int32 multiplier, 64-bit bias, shift) and its "
+             "shift / additions / sign-select / XNOR datapaths have no exact ONNX operator")
+
+
+def check_acc_bits(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 32:
+        raise ConfigError(f"acc_bits={value!r}: expected a whole number 2..32 or auto")
+    return value
+
+
+def _trained_network(c: Mapping[str, Any]):
+    """(model, variables, dataset, reported accuracy) of the checkpoint, converted where asked."""
+    from pannjax.train.checkpoint import restore_run_variables
+
+    cfg, variables, _ = restore_run_variables(c["checkpoint"])
+    floating = (cfg.get("quant") or {}).get("name") in (None, "float")
+    if c["convert"] == "none":
+        if floating:
+            raise ConfigError(f"checkpoint={c['checkpoint']} is a float run (quant=float): an integer program "
+                              "needs integer arithmetic; add convert=pann (or convert=uniform)")
+        from pannjax.runner import build_model_for
+
+        dataset = load_data(cfg)
+        reported = read_results(Path(c["checkpoint"]) / "results.json").get("test_accuracy") \
+            if (Path(c["checkpoint"]) / "results.json").is_file() else None
+        return build_model_for(cfg, dataset.num_classes), variables, dataset, reported
+    from pannjax.pann.convert import (collect_layer_inputs, convert, fold_batchnorm, load_float_run, pann_policy,
+                                      uniform_policy)
+    from pannjax.pann.experiment import converted_layers
+
+    run = load_float_run(c["checkpoint"])
+    sample = run.dataset.train_images[:2]
+    folded = fold_batchnorm(run.model, run.variables, sample)
+    bs = int(c["calibration_batch_size"])
+    batches = [run.dataset.train_images[i * bs:(i + 1) * bs] for i in range(int(c["calibration_batches"]))
+               if i * bs < len(run.dataset.train_images)]
+    inputs = collect_layer_inputs(run.model, folded, batches, seed=int(c["seed"]))
+    if c["convert"] == "pann":
+        from pannjax.pann.budget import solve_budget
+
+        layers = converted_layers(run.model, folded, sample, c["first_last"])
+        choice = solve_budget(int(c["budget_bits"]), bool(c["budget_signed"]), layers=layers, x_bits=c["x_bits"],
+                              additions=c["additions"], accumulation=c["accumulation"])
+        log.info("PANN at the power of a %d-bit MAC network: b_x=%d, R=%.2f", c["budget_bits"], choice.x_bits,
+                 choice.additions)
+        policy = pann_policy(choice.x_bits, choice.additions, accumulation=c["accumulation"],
+                             first_last=c["first_last"])
+    else:
+        policy = uniform_policy(int(c["w_bits"]), int(c["uniform_x_bits"]), c["first_last"])
+    conv = convert(run, folded, policy, inputs, c["calibration"])
+    return conv.model, conv.variables, run.dataset, None
+
+
+def _evaluate(model, variables, program, images, labels, batch_size: int) -> dict[str, Any]:
+    """Both evaluations of the test set: fake-quant float and the integer program."""
+    apply = jax.jit(lambda x: model.apply(variables, x, train=False))
+    scale = np.asarray(program.arrays[program.output["scale"]], np.float64)
+    correct_int = correct_fq = agree = 0
+    max_diff, stats = 0.0, {}
+    for i in range(0, len(images), batch_size):
+        x = jnp.asarray(images[i:i + batch_size])
+        fq = np.asarray(apply(x), np.float64)
+        codes, batch_stats = run_codes(program, x)
+        logits = np.asarray(codes, np.float64) * scale
+        y = np.asarray(labels[i:i + batch_size])
+        correct_int += int(np.sum(np.argmax(logits, -1) == y))
+        correct_fq += int(np.sum(np.argmax(fq, -1) == y))
+        agree += int(np.sum(np.argmax(logits, -1) == np.argmax(fq, -1)))
+        max_diff = max(max_diff, float(np.max(np.abs(logits - fq))))
+        for path, s in batch_stats.items():
+            s = np.asarray(s, np.int64)
+            old = stats.get(path, (0, s[1], s[2], s[3]))
+            stats[path] = (old[0] + int(s[0]), min(old[1], int(s[1])), max(old[2], int(s[2])), bool(s[3]))
+    n = len(images)
+    return {"test_accuracy": correct_int / n, "fake_quant_accuracy": correct_fq / n, "argmax_agreement": agree / n,
+            "logits_max_abs_diff": max_diff, "stats": stats}
+
+
+def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Entry point of experiments/export.py (options: `pannjax.export.options.ExportOptions`)."""
+    c = setup(cfg, "export")
+    t0 = time.perf_counter()
+    if not c["checkpoint"]:
+        raise ConfigError("checkpoint is missing: give the run dir of experiments/train.py, "
+                          "e.g. checkpoint=outputs/train/<date>/<time>")
+    if c["convert"] not in CONVERSIONS:
+        raise ConfigError(f"convert={c['convert']!r}: expected one of {', '.join(CONVERSIONS)}")
+    acc_bits = check_acc_bits(c["acc_bits"])
+    run_dir = Path(run_dir)
+    if run_dir.resolve() == Path(c["checkpoint"]).resolve():
+        raise ConfigError(f"hydra.run.dir={run_dir} is the run checkpoint={c['checkpoint']} reads: write this run's "
+                          "outputs to another dir")
+    out = Path(c["out"]) if c["out"] else run_dir / "program"
+    with owned_run_dir(run_dir, "export", c, overwrite=c["overwrite"]):
+        model, variables, dataset, reported = _trained_network(c)
+        sample = jnp.asarray(dataset.test_images[:2])
+        program = build_program(model, variables, sample, acc_bits)
+        save(program, out)
+        program = load(out)  # what is evaluated is what was written
+        log.info(ONNX_NOTE)
+        ev = _evaluate(model, variables, program, dataset.test_images, dataset.test_labels, int(c["batch_size"]))
+        layers = []
+        for row in program.layers:
+            overflows, lo, hi, signed = ev["stats"][row["path"]]
+            observed = width_for(lo, hi) if signed else max(1, int(hi).bit_length())  # unsigned: no sign bit
+            layers.append({**row, "observed_acc_bits": observed, "overflows": overflows})
+            if overflows:
+                log.warning("layer %s: %d accumulator values overflowed B=%d on the test set (it needs %d bits; "
+                            "acc_bits=auto uses the worst case)", row["path"], overflows, row["acc_bits"], observed)
+        one = jax.ShapeDtypeStruct((1, *sample.shape[1:]), jnp.float32)
+        report32 = build_report(model, variables, one, simulate=False)
+        try:
+            report = build_report(model, variables, one, acc_bits=acc_bits, simulate=False)
+        except ConfigError as e:  # the cost engine's own limits (e.g. a B narrower than one term)
+            log.warning("no power figures at acc_bits=%s: %s", acc_bits, e)
+            report = None
+        results = {
+            "completed": True, "test_accuracy": ev["test_accuracy"], "fake_quant_accuracy": ev["fake_quant_accuracy"],
+            "reported_accuracy": reported, "argmax_agreement": ev["argmax_agreement"],
+            "logits_max_abs_diff": ev["logits_max_abs_diff"],
+            "energy_pj": None if report is None else report.total_energy_pj,
+            "toggles": None if report is None else report.totals()["toggles"],
+            "toggles_at_32": report32.totals()["toggles"],
+            "overflows": sum(r["overflows"] for r in layers), "layers": layers, "program": str(out),
+            "files": sorted(p.name for p in out.iterdir()), "onnx": ONNX_NOTE, "checkpoint": str(c["checkpoint"]),
+            "data": dataset.name, "seed": int(c["seed"]), "wall_seconds": time.perf_counter() - t0,
+        }
+        return write_results(run_dir, "export", results, c)
+
+
+__all__ = ["run_export"]

@@ -1,0 +1,122 @@
+"""Integer datapaths: what an operator's hardware computes on integer codes, for the integer-only export.
+
+An operator describes the integer weights its datapath stores (`Operator.integer_weights` ->
+`IntegerWeights`: the arrays, the datapath's name and the real scale of one accumulator unit), and the
+datapath itself is a function registered here under that name (`datapath`):
+
+    fn(x_codes, arrays, attrs, geometry) -> [(accumulator, signed), ...]
+
+returning one or more B-bit accumulators computed with integer operations only. The layer output is
+``(acc_0 - acc_1) * scale`` (one accumulator, or PANN's positive and negative unsigned ones); `wrap`
+reduces every accumulator to its configured width B with two's complement (or unsigned) wrap-around,
+which is exact at any point of the sum because wrap-around is addition modulo 2^B.
+
+`geometry` holds ``kind`` ("conv" or "dense") and, for convolutions, ``strides``, ``padding`` and
+``groups`` (NHWC codes, HWIO weights, I = C_in / groups).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pannjax.errors import ConfigError
+
+Datapath = Callable[[jax.Array, dict, dict, dict], list]
+_DATAPATHS: dict[str, Datapath] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegerWeights:
+    """The stored integer weights of one layer: `arrays` (name -> integer numpy array), the `datapath`
+    that consumes them, static `attrs` (e.g. a shift range), `scale` (C_out,): the real value of one
+    accumulator unit divided by the input step when `x_scaled` (output = acc * scale * s_x), else the
+    real value itself (an operator that ignores the activation's magnitude), and `acc_limit` (C_out,):
+    the largest |accumulator| per unit of the largest |input code| when `x_scaled`, else the largest
+    |accumulator| (for a linear datapath the L1 norm of the weight column, `l1_limit`)."""
+
+    datapath: str
+    arrays: dict
+    scale: np.ndarray
+    acc_limit: np.ndarray
+    x_scaled: bool = True
+    attrs: dict = dataclasses.field(default_factory=dict)
+
+
+def datapath(name: str) -> Callable[[Datapath], Datapath]:
+    """Register `fn` as the integer datapath `name`."""
+    def register(fn: Datapath) -> Datapath:
+        if name in _DATAPATHS and _DATAPATHS[name] is not fn:
+            raise ConfigError(f"integer datapath {name!r} is already registered")
+        _DATAPATHS[name] = fn
+        return fn
+    return register
+
+
+def run_datapath(name: str, x_codes, arrays, attrs, geometry) -> list:
+    if name not in _DATAPATHS:
+        raise ConfigError(f"integer datapath {name!r} is unknown; registered: {', '.join(sorted(_DATAPATHS))}")
+    return _DATAPATHS[name](x_codes, arrays, attrs, geometry)
+
+
+def per_channel(scale, kernel_shape) -> np.ndarray:
+    """A weight scale broadcastable to the kernel (scalar or one per output channel) as a (C_out,) array."""
+    full = np.broadcast_to(np.asarray(scale, np.float64), kernel_shape)
+    return np.array(full[(0,) * (len(kernel_shape) - 1)], np.float64)
+
+
+def l1_limit(codes) -> np.ndarray:
+    """sum_i |w_i| over the fan-in of each output channel (the last axis): |sum_i x_i w_i| <= it max|x|."""
+    w = np.abs(np.asarray(codes, np.float64))
+    return w.reshape(-1, w.shape[-1]).sum(axis=0)
+
+
+def integer_contraction(x, w, geometry) -> jax.Array:
+    """sum_i x_i w_i in int32 (dense: x @ w; conv: NHWC/HWIO convolution), wrapping modulo 2^32."""
+    x, w = x.astype(jnp.int32), w.astype(jnp.int32)
+    if geometry["kind"] == "dense":
+        return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.int32)
+    padding = geometry["padding"]
+    padding = padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+    return jax.lax.conv_general_dilated(x, w, tuple(geometry["strides"]), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=geometry["groups"], preferred_element_type=jnp.int32)
+
+
+def wrap(acc: jax.Array, bits: int, signed: bool = True) -> tuple[jax.Array, jax.Array]:
+    """`acc` reduced to a `bits`-bit accumulator (two's complement, or unsigned when not `signed`), and
+    the number of elements that changed (overflowed). `bits` = 32 is int32 itself."""
+    if not 2 <= bits <= 32:
+        raise ConfigError(f"acc_bits={bits}: expected 2..32")
+    if bits == 32:
+        return acc, jnp.zeros((), jnp.int32)
+    mask = jnp.int32((1 << bits) - 1)
+    low = acc & mask
+    wrapped = low - jnp.where(low >= (1 << (bits - 1)), jnp.int32(1 << bits), 0) if signed else low
+    return wrapped, jnp.sum(wrapped != acc).astype(jnp.int32)
+
+
+@datapath("mac")
+def mac_datapath(x, arrays, attrs, geometry) -> list:
+    """Multiply-accumulate of integer activation codes and integer weight values."""
+    return [(integer_contraction(x, arrays["w"], geometry), True)]
+
+
+@datapath("additions")
+def additions_datapath(x, arrays, attrs, geometry) -> list:
+    """PANN's repeated additions (`pannjax.quant.pann.repeated_addition_dot`): with ``attrs["accumulation"]``
+    "split", |x| is added |w| times into the positive or the negative unsigned accumulator, as
+    sign(x) sign(w) says; "signed" adds +-x into one two's complement accumulator. Computed as
+    contractions of the non-negative parts, which are those sums."""
+    w = arrays["w"].astype(jnp.int32)
+    if attrs["accumulation"] == "signed":
+        return [(integer_contraction(x, w, geometry), True)]
+    xp, xn = jnp.maximum(x, 0), jnp.maximum(-x, 0)
+    wp, wn = jnp.maximum(w, 0), jnp.maximum(-w, 0)
+    pos = integer_contraction(xp, wp, geometry) + integer_contraction(xn, wn, geometry)
+    neg = integer_contraction(xp, wn, geometry) + integer_contraction(xn, wp, geometry)
+    return [(pos, False), (neg, False)]

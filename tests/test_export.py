@@ -1,0 +1,215 @@
+"""The integer-only export: requantisation arithmetic against Python integers, whole programs against the
+fake-quant evaluation (codes entering every layer identical), and experiments/export.py end to end on
+trained digits networks, reloaded in a fresh process and from StableHLO."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from pannjax.build import build_policy
+from pannjax.errors import ConfigError
+from pannjax.export import build_program, load, load_stablehlo, run, run_codes, save
+from pannjax.export import runner
+from pannjax.export.experiment import run_export
+from pannjax.export.requant import multiply_round, quantize_bias, quantize_multiplier
+from pannjax.models import build_model
+from pannjax.nn import bound_layers
+from pannjax.ops.integer import wrap
+from pannjax.runner import run_train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+
+
+# -- integer arithmetic ---------------------------------------------------------------------------
+
+def test_multiply_round_is_exact_against_python_integers():
+    rng = np.random.default_rng(0)
+    n = 4000
+    q = np.concatenate([rng.integers(-2**31, 2**31, n // 2), rng.integers(-3000, 3000, n // 2)])
+    q[:3] = [-2**31, 2**31 - 1, 0]
+    mult, k = quantize_multiplier(np.exp(rng.uniform(np.log(2**-30), np.log(2**20), n)))
+    sign = rng.choice([-1, 1], n)
+    offset = np.clip(rng.normal(0, 1, n) * np.exp(rng.uniform(0, 8, n)), -2.0 ** (60 - k), 2.0 ** (60 - k))
+    bias_hi, bias_lo = quantize_bias(offset, k)
+    got = np.asarray(multiply_round(jnp.asarray(q, jnp.int32), jnp.asarray(mult), jnp.asarray(k),
+                                    jnp.asarray(sign, jnp.int32), jnp.asarray(bias_hi), jnp.asarray(bias_lo)))
+    for i in range(n):
+        b = int(bias_hi[i]) * 2**32 + int(bias_lo[i])
+        assert b == round(offset[i] * 2.0 ** int(k[i]))
+        v = int(sign[i]) * int(q[i]) * int(mult[i]) + b
+        want = (v + ((1 << (int(k[i]) - 1)) if k[i] else 0)) >> int(k[i])
+        assert int(got[i]) == max(-2**31, min(2**31 - 1, want)), i
+
+
+def test_quantized_multiplier_is_normalised_and_close():
+    m = np.array([1.0, 0.5, 0.3, 1e-7, 3.0, 2.0**-30])
+    mult, k = quantize_multiplier(m)
+    assert np.all((mult >= 2**30) & (mult < 2**31 - 1 + 1))
+    np.testing.assert_allclose(mult / 2.0**k, m, rtol=2**-30)
+    with pytest.raises(ConfigError, match="expected finite positive"):
+        quantize_multiplier(np.array([0.0]))
+
+
+def test_wrap_is_twos_complement_and_counts_overflows():
+    acc = jnp.asarray([127, 128, -129, 300, -5], jnp.int32)
+    wrapped, count = wrap(acc, 8)
+    assert np.asarray(wrapped).tolist() == [127, -128, 127, 44, -5] and int(count) == 3
+    wrapped, count = wrap(jnp.asarray([255, 256], jnp.int32), 8, signed=False)
+    assert np.asarray(wrapped).tolist() == [255, 0] and int(count) == 1
+
+
+# -- whole programs ---------------------------------------------------------------------------------
+
+def _layer_codes(program, images):
+    """The codes entering each layer of the integer program (the requantize / quantize step before it)."""
+    arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
+    env, stats = {"input": jnp.asarray(images)}, {}
+    for step in program.steps[:-1]:
+        env[step["out"]] = runner._step(step, env, arrays, stats)
+    return {s["path"]: np.asarray(env[s["in"][0]]) for s in program.steps if s["op"] == "layer"}
+
+
+@pytest.mark.parametrize("name,op,shape,kwargs", [
+    ("digits_cnn", "mac", (8, 8, 1), {"width": 4}),
+    ("digits_cnn", "shift", (8, 8, 1), {"width": 4}),
+    ("digits_cnn", "bwn", (8, 8, 1), {"width": 4}),
+    ("digits_cnn", "xnor", (8, 8, 1), {"width": 4}),
+    ("resnet", "mac", (16, 16, 3), {"depth": 8, "width": 4}),  # residual adds, option-A slice + pad shortcuts
+    ("shufflenet", "mac", (16, 16, 3), {"scale": 0.5, "stage_repeats": (1, 1, 1)}),  # split, concat, shuffle
+])
+def test_integer_program_reproduces_every_layers_codes(name, op, shape, kwargs):
+    """Random weights and non-trivial BatchNorm statistics: the codes entering every layer equal those of the
+    fake-quant evaluation and the logits agree to far below one output step."""
+    quant = {"name": "pot" if op == "shift" else "uniform", "w_bits": 4, "x_bits": 4, "first_last": "int8"}
+    model = build_model(name, num_classes=10, policy=build_policy(quant, {"name": op}), **kwargs)
+    x = jax.random.uniform(jax.random.key(1), (6, *shape))
+    v = model.init(jax.random.key(0), x, train=False)
+    if "batch_stats" in v:
+        v = {**v, "batch_stats": jax.tree_util.tree_map_with_path(
+            lambda p, a: jnp.abs(a + 0.3) + 0.5 if "var" in str(p) else a + 0.1, v["batch_stats"])}
+    program = build_program(model, v, x)
+    codes = _layer_codes(program, x)
+    layers = bound_layers(model, v, x, capture_inputs=True, train=False)
+    assert set(codes) == {layer.path for layer in layers}
+    for layer in layers:
+        np.testing.assert_array_equal(codes[layer.path], np.asarray(layer.input_view().codes), err_msg=layer.path)
+    fq = np.asarray(model.apply(v, x, train=False))
+    logits = np.asarray(run(program, x))
+    assert np.max(np.abs(logits - fq)) <= 1e-5 * np.max(np.abs(fq)) + 1e-7
+    ints, stats = run_codes(program, x)
+    assert ints.dtype == jnp.int32 and all(int(s[0]) == 0 for s in stats.values())
+
+
+def test_a_batch_dependent_step_is_refused_with_one_line():
+    quant = {"name": "uniform", "w_bits": 4, "x_bits": 4, "x_step_mode": "max"}
+    model = build_model("digits_cnn", num_classes=10, policy=build_policy(quant, {"name": "mac"}), width=4)
+    x = jnp.zeros((2, 8, 8, 1))
+    v = model.init(jax.random.key(0), x, train=False)
+    with pytest.raises(ConfigError, match="x_step_mode=lsq or fixed"):
+        build_program(model, v, x)
+
+
+# -- experiments/export.py on trained digits networks --------------------------------------------------
+
+def _compose(name, *overrides):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+def _train(tmp, quant, op):
+    run_dir = tmp / f"train_{quant}_{op}"
+    cfg = _compose("train", f"quant={quant}", f"op={op}", "trainer.epochs=1", "trainer.progress=false",
+                   "trainer.tensorboard=false", "trainer.checkpoint=true", "model.width=8")
+    run_train(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return run_dir
+
+
+def _export(checkpoint, run_dir, *overrides):
+    cfg = OmegaConf.to_container(_compose("export", f"checkpoint={checkpoint}", *overrides), resolve=True)
+    cfg.pop("hydra", None)
+    return run_export(cfg, run_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    return tmp, {combo: _train(tmp, *combo) for combo in
+                 [("uniform", "mac"), ("pot", "shift"), ("uniform", "bwn"), ("uniform", "xnor"), ("float", "mac")]}
+
+
+@pytest.mark.parametrize("combo,convert", [(("uniform", "mac"), "none"), (("pot", "shift"), "none"),
+                                           (("uniform", "bwn"), "none"), (("uniform", "xnor"), "none"),
+                                           (("float", "mac"), "pann")])
+def test_export_reloads_in_a_fresh_process_with_the_reported_accuracy(runs, combo, convert):
+    tmp, checkpoints = runs
+    out = tmp / f"export_{'_'.join(combo)}"
+    res = _export(checkpoints[combo], out, f"convert={convert}", "budget_bits=2")
+    assert res["argmax_agreement"] == 1.0 and res["test_accuracy"] == res["fake_quant_accuracy"]
+    if convert == "none":  # the training run's own figure
+        assert res["test_accuracy"] == res["reported_accuracy"]
+    else:
+        assert {row["datapath"] for row in res["layers"]} == {"mac", "additions"}
+    assert res["overflows"] == 0 and set(res["files"]) == {"program.json", "weights.safetensors", "model.stablehlo"}
+    program_dir = Path(res["program"])
+    assert json.loads((program_dir / "program.json").read_text())["steps"][-1]["op"] == "output"
+    from pannjax.data import load_dataset
+
+    images = load_dataset("digits").test_images[:64]
+    np.save(tmp / "images.npy", images)
+    script = ("import sys, numpy as np, pannjax.export as ex; p = ex.load(sys.argv[1]); x = np.load(sys.argv[2]); "
+              "c, _ = ex.run_codes(p, x); s, _ = ex.load_stablehlo(sys.argv[1]).call(x); "
+              "np.save(sys.argv[3], np.stack([np.asarray(c), np.asarray(s)]))")
+    subprocess.run([sys.executable, "-c", script, str(program_dir), str(tmp / "images.npy"), str(tmp / "codes.npy")],
+                   check=True, capture_output=True)
+    fresh, hlo = np.load(tmp / "codes.npy")
+    here, _ = run_codes(load(program_dir), images)
+    np.testing.assert_array_equal(fresh, np.asarray(here))
+    np.testing.assert_array_equal(hlo, np.asarray(here))
+
+
+def test_narrow_accumulators_overflow_visibly_and_auto_widths_do_not(runs):
+    tmp, checkpoints = runs
+    narrow = _export(checkpoints[("pot", "shift")], tmp / "narrow", "acc_bits=12")
+    shift_layers = [row for row in narrow["layers"] if row["datapath"] == "shift"]
+    assert all(row["overflows"] > 0 and row["observed_acc_bits"] > 12 for row in shift_layers)
+    assert narrow["argmax_agreement"] < 1.0  # wrap-around is computed, not hidden
+    auto = _export(checkpoints[("pot", "shift")], tmp / "auto", "acc_bits=auto")
+    assert auto["overflows"] == 0 and auto["test_accuracy"] == auto["fake_quant_accuracy"]
+    for row in auto["layers"]:
+        assert row["acc_bits"] == row["worst_case_acc_bits"] >= row["observed_acc_bits"]
+    assert auto["toggles"] < auto["toggles_at_32"]
+
+
+def test_bad_export_requests_fail_with_one_line(runs, tmp_path):
+    tmp, checkpoints = runs
+    with pytest.raises(ConfigError, match="float run .* convert=pann"):
+        _export(checkpoints[("float", "mac")], tmp_path / "a")
+    with pytest.raises(ConfigError, match="acc_bits=1: expected"):
+        _export(checkpoints[("uniform", "mac")], tmp_path / "b", "acc_bits=1")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not an empty directory"):
+        _export(checkpoints[("uniform", "mac")], tmp_path / "c", f"out={tmp_path / 'full'}")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_save_refuses_to_overwrite(tmp_path):
+    quant = {"name": "uniform", "w_bits": 4, "x_bits": 4}
+    model = build_model("digits_cnn", num_classes=10, policy=build_policy(quant, {"name": "mac"}), width=4)
+    x = jnp.zeros((2, 8, 8, 1))
+    program = build_program(model, model.init(jax.random.key(0), x, train=False), x)
+    save(program, tmp_path / "p")
+    with pytest.raises(ConfigError, match="not an empty directory"):
+        save(program, tmp_path / "p")
+    assert load_stablehlo(tmp_path / "p").in_avals[0].shape[1:] == (8, 8, 1)
