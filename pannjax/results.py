@@ -41,7 +41,7 @@ class Key:
 
 
 COMMON: dict[str, Key] = {
-    "entry": Key(str, "the entry point that wrote the record: train, search, pann or power"),
+    "entry": Key(str, "the entry point that wrote the record: train, search, pann, power or export"),
     "completed": Key(bool, "the run did all it was configured to do (false: stopped early or diverged)"),
     "test_accuracy": Key(NUMBER, "test accuracy of the run's final network (null where there is none)", True),
     "energy_pj": Key(NUMBER, "energy per example of that network, pJ (the cost engine's energy figure)", True),
@@ -170,10 +170,26 @@ _POWER = {
     "config": Key(dict, "the study's resolved config"),
 }
 
+_EXPORT = {
+    "fake_quant_accuracy": Key(NUMBER, "test accuracy of the same network evaluated in float (fake quantization)"),
+    "reported_accuracy": Key(NUMBER, "test_accuracy of the checkpoint's own results.json (null: converted)", True),
+    "argmax_agreement": Key(NUMBER, "fraction of test images where the integer program and fake-quant predict alike"),
+    "logits_max_abs_diff": Key(NUMBER, "largest |integer-program logit - fake-quant logit| on the test set"),
+    "toggles_at_32": Key(NUMBER, "toggles per example with every accumulator at 32 bits (`toggles`: at acc_bits)"),
+    "overflows": Key(int, "accumulator values that overflowed their width B on the test set, all layers"),
+    "layers": Key(list, "per arithmetic layer: path, operator, datapath, formats, acc_bits, worst-case and observed "
+                        "widths, overflows"),
+    "program": Key(str, "the program directory written"),
+    "files": Key(list, "the files of the program directory"),
+    "onnx": Key(str, "why model.onnx is not written"),
+    "checkpoint": Key(str, "the run exported"),
+    "data": Key(str, "data set name"),
+}
+
 #: the entry-specific keys of each schema ("pann.<mode>" for experiments/pann.py)
 SCHEMAS: dict[str, dict[str, Key]] = {
     "train": _TRAIN, "search": _SEARCH, "pann.convert": _PANN_CONVERT, "pann.sweep": _PANN_SWEEP,
-    "pann.table": _PANN_TABLE, "power": _POWER,
+    "pann.table": _PANN_TABLE, "power": _POWER, "export": _EXPORT,
 }
 
 

@@ -32,6 +32,7 @@ from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingManda
                               ValidationError)
 
 from pannjax.errors import ConfigError
+from pannjax.export.options import ExportOptions
 from pannjax.hw.study_options import PowerStudy
 from pannjax.pann.options import PannOptions
 from pannjax.distributed import DistributedConfig
@@ -119,9 +120,11 @@ class TrainArithmetic:
 
 
 #: the dataclasses whose fields are the top-level keys of each entry point, and the blocks added to them
-PARTS = {"train": (Common, TrainArithmetic), "search": (Common,), "pann": (PannOptions,), "power": (PowerStudy,)}
+PARTS = {"train": (Common, TrainArithmetic), "search": (Common,), "pann": (PannOptions,), "power": (PowerStudy,),
+         "export": (ExportOptions,)}
 #: how a message names an unknown top-level key
-SCOPE = {"pann": "a known option of experiments/pann.py", "power": "a known option of experiments/power.py"}
+SCOPE = {"pann": "a known option of experiments/pann.py", "power": "a known option of experiments/power.py",
+         "export": "a known option of experiments/export.py"}
 
 
 @functools.cache
