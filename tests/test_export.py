@@ -16,13 +16,12 @@ from omegaconf import OmegaConf
 
 from pannjax.build import build_policy
 from pannjax.errors import ConfigError
-from pannjax.export import build_program, load, load_stablehlo, run, run_codes, save
-from pannjax.export import runner
+from pannjax.export import build_program, layer_inputs, load, load_stablehlo, run, run_codes, save
 from pannjax.export.experiment import run_export
 from pannjax.export.requant import multiply_round, quantize_bias, quantize_multiplier
 from pannjax.models import build_model
 from pannjax.nn import bound_layers
-from pannjax.ops.integer import wrap
+from pannjax.ops.integer import integer_contraction, wrap
 from pannjax.runner import run_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,16 +66,26 @@ def test_wrap_is_twos_complement_and_counts_overflows():
     assert np.asarray(wrapped).tolist() == [255, 0] and int(count) == 1
 
 
+@pytest.mark.parametrize("x_abs,w_abs", [(15, 7), (255, 127), (3000, 7), (100, 300)])  # int8, split, int32
+@pytest.mark.parametrize("groups,strides,padding", [(1, (1, 1), "SAME"), (2, (2, 1), [(1, 0), (0, 2)]),
+                                                    (4, (2, 2), "VALID")])
+def test_integer_convolution_is_the_exact_integer_sum(x_abs, w_abs, groups, strides, padding):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-x_abs, x_abs + 1, (2, 7, 6, 8))
+    w = rng.integers(-w_abs, w_abs + 1, (3, 2, 8 // groups, 4))
+    geometry = {"kind": "conv", "strides": strides, "padding": padding, "groups": groups,
+                "x_abs": x_abs, "w_abs": w_abs}
+    got = np.asarray(integer_contraction(jnp.asarray(x, jnp.int32), jnp.asarray(w, jnp.int32), geometry))
+    want = jax.lax.conv_general_dilated(np.asarray(x, np.float64), np.asarray(w, np.float64), strides, padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    np.testing.assert_array_equal(got, np.asarray(want).astype(np.int64))
+    xd, wd = x.reshape(-1, 8)[:, :6], w.reshape(-1, 4)[:6]
+    got = integer_contraction(jnp.asarray(xd, jnp.int32), jnp.asarray(wd, jnp.int32),
+                              {"kind": "dense", "x_abs": x_abs, "w_abs": w_abs})
+    np.testing.assert_array_equal(np.asarray(got), xd @ wd)
+
+
 # -- whole programs ---------------------------------------------------------------------------------
-
-def _layer_codes(program, images):
-    """The codes entering each layer of the integer program (the requantize / quantize step before it)."""
-    arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
-    env, stats = {"input": jnp.asarray(images)}, {}
-    for step in program.steps[:-1]:
-        env[step["out"]] = runner._step(step, env, arrays, stats)
-    return {s["path"]: np.asarray(env[s["in"][0]]) for s in program.steps if s["op"] == "layer"}
-
 
 @pytest.mark.parametrize("name,op,shape,kwargs", [
     ("digits_cnn", "mac", (8, 8, 1), {"width": 4}),
@@ -97,7 +106,7 @@ def test_integer_program_reproduces_every_layers_codes(name, op, shape, kwargs):
         v = {**v, "batch_stats": jax.tree_util.tree_map_with_path(
             lambda p, a: jnp.abs(a + 0.3) + 0.5 if "var" in str(p) else a + 0.1, v["batch_stats"])}
     program = build_program(model, v, x)
-    codes = _layer_codes(program, x)
+    codes = layer_inputs(program, x)
     layers = bound_layers(model, v, x, capture_inputs=True, train=False)
     assert set(codes) == {layer.path for layer in layers}
     for layer in layers:

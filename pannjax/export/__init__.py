@@ -3,6 +3,6 @@ and loaded as ``program.json`` + ``weights.safetensors`` + ``model.stablehlo`` (
 
 from pannjax.export.files import load, load_stablehlo, save
 from pannjax.export.program import Program, build_program
-from pannjax.export.runner import run, run_codes
+from pannjax.export.runner import layer_inputs, run, run_codes
 
-__all__ = ["Program", "build_program", "load", "load_stablehlo", "run", "run_codes", "save"]
+__all__ = ["Program", "build_program", "layer_inputs", "load", "load_stablehlo", "run", "run_codes", "save"]

@@ -34,7 +34,7 @@ from pannjax.errors import ConfigError
 from pannjax.experiment import load_data, setup
 from pannjax.export.files import load, save
 from pannjax.export.program import build_program
-from pannjax.export.runner import run_codes
+from pannjax.export.runner import layer_inputs, run_codes
 from pannjax.hw.accumulator import width_for
 from pannjax.hw.report import build_report
 from pannjax.results import read_results, write_results
@@ -155,11 +155,19 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
                             "acc_bits=auto uses the worst case)", row["path"], overflows, row["acc_bits"], observed)
         one = jax.ShapeDtypeStruct((1, *sample.shape[1:]), jnp.float32)
         report32 = build_report(model, variables, one, simulate=False)
-        try:
-            report = build_report(model, variables, one, acc_bits=acc_bits, simulate=False)
+        batch = jnp.asarray(dataset.test_images[:int(c["power_batch"])])
+        try:  # gate-level simulation on the operand streams the program itself computes
+            report = build_report(model, variables, batch, acc_bits=acc_bits, simulate=bool(c["simulate"]),
+                                  layer_inputs=layer_inputs(program, batch))
         except ConfigError as e:  # the cost engine's own limits (e.g. a B narrower than one term)
             log.warning("no power figures at acc_bits=%s: %s", acc_bits, e)
             report = None
+        if report is not None:
+            report.save(run_dir)
+            log.info("power of the exported network (per example, %d test images):\n%s", len(batch), report.format_table())
+            rows = {r["layer"]: r for r in report.rows()}
+            layers = [{**row, **{k: rows.get(row["path"], {}).get(k) for k in
+                                 ("toggles_per_mac_analytic", "toggles_per_mac_simulated")}} for row in layers]
         results = {
             "completed": True, "test_accuracy": ev["test_accuracy"], "fake_quant_accuracy": ev["fake_quant_accuracy"],
             "reported_accuracy": reported, "argmax_agreement": ev["argmax_agreement"],

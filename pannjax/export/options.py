@@ -27,5 +27,7 @@ class ExportOptions:
     calibration_batches: int = 4
     calibration_batch_size: int = 128
     batch_size: int = 500           # evaluation batch
+    power_batch: int = 64           # test images whose integer operand streams the gate-level simulator runs
+    simulate: bool = True           # false: analytic power figures only
     seed: int = 0
     overwrite: bool = False

@@ -205,7 +205,8 @@ class _Builder:
         bits = self.acc_bits.get(path, 32) if isinstance(self.acc_bits, dict) else self.acc_bits
         bits = worst if bits == "auto" else int(bits)
         keys = {k: self.array(f"{path}/{k}", np.asarray(v)) for k, v in weights.arrays.items()}
-        geometry = {"kind": layer.kind}
+        bound = max(int(np.max(np.abs(np.asarray(a)))) if np.size(a) else 0 for a in weights.arrays.values())
+        geometry = {"kind": layer.kind, "x_abs": max(abs(lo), abs(hi)), "w_abs": bound}
         if layer.kind == "conv":
             pad = layer.padding if isinstance(layer.padding, str) else [list(p) for p in layer.padding]
             geometry.update(strides=list(layer.strides), padding=pad, groups=int(layer.groups))

@@ -13,6 +13,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pannjax.errors import ConfigError
 from pannjax.export.program import Program
@@ -89,6 +90,22 @@ def run_codes(program: Program, images) -> tuple[jax.Array, dict]:
     return _forward(program, arrays, images)
 
 
+def layer_inputs(program: Program, images) -> dict[str, np.ndarray]:
+    """{layer path: the integer codes entering that layer} for `images`: the operand streams the program's
+    datapaths consume (for the gate-level power simulation, `pannjax.hw.report.build_report`)."""
+    arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
+    wanted = {s["in"][0]: s["path"] for s in program.steps if s["op"] == "layer"}
+
+    @jax.jit
+    def inputs(arrays, images):
+        env, stats = {"input": images}, {}
+        for step in program.steps[:-1]:
+            env[step["out"]] = _step(step, env, arrays, stats)
+        return {path: env[name] for name, path in wanted.items()}
+
+    return {k: np.asarray(v) for k, v in inputs(arrays, jnp.asarray(images)).items()}
+
+
 def run(program: Program, images, dequantize: bool = True) -> jax.Array:
     """Logits of `images` computed by the integer program (float: integers times the output scale)."""
     codes, _ = run_codes(program, images)
@@ -97,4 +114,4 @@ def run(program: Program, images, dequantize: bool = True) -> jax.Array:
     return codes.astype(jnp.float32) * jnp.asarray(program.arrays[program.output["scale"]])
 
 
-__all__ = ["forward_fn", "run", "run_codes"]
+__all__ = ["forward_fn", "layer_inputs", "run", "run_codes"]

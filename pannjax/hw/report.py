@@ -20,7 +20,7 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -229,18 +229,21 @@ def layer_streams(layer, x_codes: np.ndarray, w_codes: np.ndarray, max_macs: int
 # Report
 # ---------------------------------------------------------------------------------------------------
 
-def _simulate_layer(layer, cost: LayerCost, toggle_model: str, max_sim_macs: int | None, seed: int):
+def _simulate_layer(layer, cost: LayerCost, toggle_model: str, max_sim_macs: int | None, seed: int,
+                    x_codes: np.ndarray | None = None):
     """Per MAC of the layer, by component: (gate-level simulated, `toggle_model` on the measured operand
     statistics, MACs sampled, gate model on uniform codes) over its units that have a netlist
-    (`pannjax.hw.gates.layer_sim`), on the layer's captured operands; Nones when there is none to run
-    (float or analog layers, no captured batch)."""
+    (`pannjax.hw.gates.layer_sim`), on the layer's captured operands (or the input codes `x_codes`);
+    Nones when there is none to run (float or analog layers, no captured batch)."""
     from pannjax.hw.gates.layer_sim import SIMULATED_UNITS, simulate_unit_op
 
     units = [u for u in cost.units if u.count and u.unit in SIMULATED_UNITS]
     xv, wv = layer.input_view(), layer.weight_view()
-    if not units or xv is None or wv is None:
+    if x_codes is None and xv is not None:
+        x_codes = xv.codes
+    if not units or x_codes is None or wv is None:
         return None, None, 0, None
-    xs, ws = layer_streams(layer, xv.codes, wv.codes, max_sim_macs, seed)
+    xs, ws = layer_streams(layer, x_codes, wv.codes, max_sim_macs, seed)
     simulated, measured, uniform = {}, {}, 0.0
     for u in units:
         args = unit_op_arguments(u)  # the cost engine's configuration of this unit
@@ -269,7 +272,8 @@ def _priced_at_least(layer, pricing: Pricing, bits: int) -> LayerCost:
 
 def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTable | str | None = None,
                  simulate: bool | None = None, max_sim_macs: int | None = 1 << 21, seed: int = 0,
-                 toggle_model: str = "gates", **call_kwargs) -> NetworkReport:
+                 toggle_model: str = "gates", layer_inputs: Mapping[str, np.ndarray] | None = None,
+                 **call_kwargs) -> NetworkReport:
     """Per-layer report of `model` (a Flax module built from pannjax.nn layers) with `variables`.
 
     `x`: a real input batch (array) or a `jax.ShapeDtypeStruct`; with a real batch (and `simulate` not
@@ -278,7 +282,10 @@ def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTab
     `acc_bits`: the accumulator width B of every layer, or "auto": each integer layer at its worst-case width
     (`pannjax.hw.accumulator`), or at the narrowest its units take when that is wider (they also hold one
     full-width term); float or other layers at 32; the 32-bit figures in the totals beside.
-    Every row reports the worst-case width and, given a real batch, the width that batch used."""
+    Every row reports the worst-case width and, given a real batch, the width that batch used.
+    `layer_inputs` ({layer path: integer input codes of `x`}): the operand streams to simulate instead of
+    the codes the fake-quant forward captures -- e.g. those the exported integer program computes
+    (`pannjax.export.layer_inputs`)."""
     from pannjax.nn import bound_layers  # model-facing glue; pannjax.hw itself imports no Flax
 
     auto = acc_bits == "auto"
@@ -296,7 +303,8 @@ def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTab
             raise ConfigError(f"acc_bits=auto needs the network's weights: layer {layer.path} has none (abstract)")
         cost_at_b = price_layer(layer, pricing)  # at acc_bits (auto: 32, the totals' comparison)
         cost = _priced_at_least(layer, pricing, width.worst) if auto and width is not None else cost_at_b
-        simulated, measured, n, uniform = _simulate_layer(layer, cost, toggle_model, max_sim_macs, seed + i) \
+        given = None if layer_inputs is None else layer_inputs.get(layer.path)
+        simulated, measured, n, uniform = _simulate_layer(layer, cost, toggle_model, max_sim_macs, seed + i, given) \
             if simulate else (None, None, 0, None)
         layers.append(LayerPower(cost, measured, simulated, n, uniform, width, cost_at_b if auto else None))
     batch = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else None
