@@ -197,6 +197,7 @@ def test_narrow_accumulators_overflow_visibly_and_auto_widths_do_not(runs):
     assert auto["overflows"] == 0 and auto["test_accuracy"] == auto["fake_quant_accuracy"]
     for row in auto["layers"]:
         assert row["acc_bits"] == row["worst_case_acc_bits"] >= row["observed_acc_bits"]
+        assert row["toggles_per_mac_simulated"] > 0  # gate-level, on the exported streams
     assert auto["toggles"] < auto["toggles_at_32"]
 
 
@@ -222,3 +223,21 @@ def test_save_refuses_to_overwrite(tmp_path):
     with pytest.raises(ConfigError, match="not an empty directory"):
         save(program, tmp_path / "p")
     assert load_stablehlo(tmp_path / "p").in_avals[0].shape[1:] == (8, 8, 1)
+
+
+def test_gate_level_power_runs_on_the_programs_own_streams():
+    """The simulator consumes the codes the program computes: equal to the fake-quant codes, so the same
+    figures as the captured batch gives; other streams (all zeros) give other figures."""
+    from pannjax.hw.report import build_report
+
+    quant = {"name": "uniform", "w_bits": 4, "x_bits": 4}
+    model = build_model("digits_cnn", num_classes=10, policy=build_policy(quant, {"name": "mac"}), width=4)
+    x = jax.random.uniform(jax.random.key(1), (4, 8, 8, 1))
+    v = model.init(jax.random.key(0), x, train=False)
+    streams = layer_inputs(build_program(model, v, x), x)
+    kw = dict(simulate=True, max_sim_macs=4096)
+    captured, program = (build_report(model, v, x, **kw).rows(),
+                         build_report(model, v, x, layer_inputs=streams, **kw).rows())
+    quiet = build_report(model, v, x, layer_inputs={k: np.zeros_like(s) for k, s in streams.items()}, **kw).rows()
+    for a, b, z in zip(captured, program, quiet):
+        assert a["toggles_per_mac_simulated"] == b["toggles_per_mac_simulated"] > z["toggles_per_mac_simulated"]

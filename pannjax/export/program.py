@@ -36,8 +36,7 @@ from flax import traverse_util
 from pannjax.errors import ConfigError
 from pannjax.export.requant import quantize_bias, quantize_multiplier
 from pannjax.hw.accumulator import width_for
-from pannjax.nn import bound_layers
-from pannjax.nn.graph import trace_graph
+from pannjax.nn import bound_layers, trace_graph
 
 INT32 = (-(2**31), 2**31 - 1)
 
