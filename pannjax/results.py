@@ -181,7 +181,7 @@ _EXPORT = {
                         "widths, overflows"),
     "program": Key(str, "the program directory written"),
     "files": Key(list, "the files of the program directory"),
-    "onnx": Key(str, "why model.onnx is not written"),
+    "onnx": Key(str, "model.onnx written, or why not (ONNX cannot compute the program exactly)"),
     "checkpoint": Key(str, "the run exported"),
     "data": Key(str, "data set name"),
 }

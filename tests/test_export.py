@@ -150,41 +150,59 @@ def _export(checkpoint, run_dir, *overrides):
     return run_export(cfg, run_dir)
 
 
+class _Runs(dict):
+    """Training runs made on first use (a test process trains only the ones its tests need)."""
+
+    def __init__(self, tmp):
+        super().__init__()
+        self.tmp = tmp
+
+    def __missing__(self, combo):
+        self[combo] = _train(self.tmp, *combo)
+        return self[combo]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
-    return tmp, {combo: _train(tmp, *combo) for combo in
-                 [("uniform", "mac"), ("pot", "shift"), ("uniform", "bwn"), ("uniform", "xnor"), ("float", "mac")]}
+    return tmp, _Runs(tmp)
 
 
 @pytest.mark.parametrize("combo,convert", [(("uniform", "mac"), "none"), (("pot", "shift"), "none"),
                                            (("uniform", "bwn"), "none"), (("uniform", "xnor"), "none"),
+                                           (("apot", "mac"), "none"), (("pann", "mac"), "none"),
                                            (("float", "mac"), "pann")])
 def test_export_reloads_in_a_fresh_process_with_the_reported_accuracy(runs, combo, convert):
     tmp, checkpoints = runs
     out = tmp / f"export_{'_'.join(combo)}"
-    res = _export(checkpoints[combo], out, f"convert={convert}", "budget_bits=2")
+    res = _export(checkpoints[combo], out, f"convert={convert}", "budget_bits=2", "simulate=false")
     assert res["argmax_agreement"] == 1.0 and res["test_accuracy"] == res["fake_quant_accuracy"]
-    if convert == "none":  # the training run's own figure
+    if convert == "none" and combo[0] != "pann":  # the training run's own figure
         assert res["test_accuracy"] == res["reported_accuracy"]
-    else:
-        assert {row["datapath"] for row in res["layers"]} == {"mac", "additions"}
-    assert res["overflows"] == 0 and set(res["files"]) == {"program.json", "weights.safetensors", "model.stablehlo"}
+    elif convert == "none":  # PANN's solved step rounds a few weights differently inside training's jitted eval
+        assert abs(res["test_accuracy"] - res["reported_accuracy"]) < 0.01
+    if "pann" in (convert, combo[0]):  # PANN's repeated additions between the 8-bit first and last layers
+        assert [row["datapath"] for row in res["layers"]] == ["mac", "additions", "additions", "mac"]
+    onnx = combo[1] in ("mac", "bwn") and "pann" not in (convert, combo[0])  # MAC-like datapaths only
+    assert res["overflows"] == 0 and set(res["files"]) == {"program.json", "weights.safetensors", "model.stablehlo",
+                                                           *(["model.onnx"] if onnx else [])}
+    assert res["onnx"] == "model.onnx written" if onnx else res["onnx"].startswith("model.onnx not written: layer")
     program_dir = Path(res["program"])
     assert json.loads((program_dir / "program.json").read_text())["steps"][-1]["op"] == "output"
     from pannjax.data import load_dataset
 
     images = load_dataset("digits").test_images[:64]
-    np.save(tmp / "images.npy", images)
+    np.save(tmp / "images.npy", np.asarray(images, np.float32))
     script = ("import sys, numpy as np, pannjax.export as ex; p = ex.load(sys.argv[1]); x = np.load(sys.argv[2]); "
-              "c, _ = ex.run_codes(p, x); s, _ = ex.load_stablehlo(sys.argv[1]).call(x); "
-              "np.save(sys.argv[3], np.stack([np.asarray(c), np.asarray(s)]))")
-    subprocess.run([sys.executable, "-c", script, str(program_dir), str(tmp / "images.npy"), str(tmp / "codes.npy")],
-                   check=True, capture_output=True)
-    fresh, hlo = np.load(tmp / "codes.npy")
+              "c, _ = ex.run_codes(p, x); s, _ = ex.load_stablehlo(sys.argv[1]).call(x); out = [c, s]\n"
+              "if sys.argv[4] == '1':\n import onnxruntime as ort\n"
+              " out.append(ort.InferenceSession(sys.argv[1] + '/model.onnx').run(['codes'], {'images': x})[0])\n"
+              "np.save(sys.argv[3], np.stack([np.asarray(o) for o in out]))")
+    subprocess.run([sys.executable, "-c", script, str(program_dir), str(tmp / "images.npy"), str(tmp / "codes.npy"),
+                    "1" if onnx else "0"], check=True, capture_output=True)
     here, _ = run_codes(load(program_dir), images)
-    np.testing.assert_array_equal(fresh, np.asarray(here))
-    np.testing.assert_array_equal(hlo, np.asarray(here))
+    for other in np.load(tmp / "codes.npy"):  # the fresh process, StableHLO (and onnxruntime)
+        np.testing.assert_array_equal(other, np.asarray(here))
 
 
 def test_narrow_accumulators_overflow_visibly_and_auto_widths_do_not(runs):

@@ -1,8 +1,9 @@
 """An integer program on disk: ``program.json`` (steps, layers, input shape), ``weights.safetensors`` (every
-integer array at its own width and the output scale) and ``model.stablehlo`` (the integer-only forward,
-serialised by `jax.export` with a symbolic batch size).
+integer array at its own width and the output scale), ``model.stablehlo`` (the integer-only forward,
+serialised by `jax.export` with a symbolic batch size) and, where ONNX can compute it exactly,
+``model.onnx`` (`pannjax.export.onnx_graph`).
 
-`save(program, out)` writes the three files; `load(out)` reads the first two back into a `Program`, which
+`save(program, out)` writes the files; `load(out)` reads the first two back into a `Program`, which
 `pannjax.export.run` executes; `load_stablehlo(out)` gives the `jax.export.Exported` whose ``call(images)``
 returns (int32 logits, per-layer accumulator statistics) without pannjax.
 """
@@ -19,11 +20,12 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from pannjax.errors import ConfigError
+from pannjax.export.onnx_graph import to_onnx, unsupported_reason
 from pannjax.export.program import Program
 from pannjax.export.runner import forward_fn
 
 FORMAT = "pannjax-integer-program/1"
-FILES = ("program.json", "weights.safetensors", "model.stablehlo")
+FILES = ("program.json", "weights.safetensors", "model.stablehlo", "model.onnx")
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:
@@ -45,7 +47,8 @@ def stablehlo_bytes(program: Program) -> bytes:
 
 
 def save(program: Program, out: str | Path) -> Path:
-    """Write `program` into the directory `out` (new or empty). The files are written to a temporary
+    """Write `program` into the directory `out` (new or empty); ``model.onnx`` only where
+    `pannjax.export.onnx_graph.unsupported_reason` finds nothing. The files are written to a temporary
     sibling directory renamed into place at the end, so an interrupted save leaves no partial program."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -57,6 +60,8 @@ def save(program: Program, out: str | Path) -> Path:
         save_file({k: np.ascontiguousarray(_narrow(np.asarray(v))) for k, v in program.arrays.items()},
                   str(Path(tmp) / "weights.safetensors"))
         (Path(tmp) / "model.stablehlo").write_bytes(stablehlo_bytes(program))
+        if unsupported_reason(program) is None:
+            (Path(tmp) / "model.onnx").write_bytes(to_onnx(program).SerializeToString())
         (Path(tmp) / "program.json").write_text(json.dumps(meta, indent=1))
         os.chmod(tmp, 0o755)
         if out.exists():

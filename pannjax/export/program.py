@@ -207,7 +207,9 @@ class _Builder:
         bound = max(int(np.max(np.abs(np.asarray(a)))) if np.size(a) else 0 for a in weights.arrays.values())
         geometry = {"kind": layer.kind, "x_abs": max(abs(lo), abs(hi)), "w_abs": bound}
         if layer.kind == "conv":
-            pad = layer.padding if isinstance(layer.padding, str) else [list(p) for p in layer.padding]
+            pad = layer.padding if not isinstance(layer.padding, str) else jax.lax.padtype_to_pads(
+                tuple(layer.input_shape[1:3]), tuple(layer.kernel_shape[:2]), tuple(layer.strides), layer.padding)
+            pad = [[int(a), int(b)] for a, b in pad]  # explicit (top, bottom), (left, right)
             geometry.update(strides=list(layer.strides), padding=pad, groups=int(layer.groups))
         out = self.step("layer", [codes], path.replace("/", "."), path=path, datapath=weights.datapath,
                         weights=keys, attrs=weights.attrs, geometry=geometry, acc_bits=bits)
