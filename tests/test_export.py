@@ -259,3 +259,20 @@ def test_gate_level_power_runs_on_the_programs_own_streams():
     quiet = build_report(model, v, x, layer_inputs={k: np.zeros_like(s) for k, s in streams.items()}, **kw).rows()
     for a, b, z in zip(captured, program, quiet):
         assert a["toggles_per_mac_simulated"] == b["toggles_per_mac_simulated"] > z["toggles_per_mac_simulated"]
+
+
+@pytest.mark.parametrize("geometry", [{"kind": "conv", "strides": (2, 1), "padding": [(1, 1), (0, 1)], "groups": 2},
+                                      {"kind": "dense"}])
+def test_the_shift_datapath_is_the_reference_shift_accumulate(geometry):
+    from pannjax.ops.integer import run_datapath
+    from pannjax.ops.shift import shift_accumulate, shift_conv
+
+    rng = np.random.default_rng(3)
+    conv = geometry["kind"] == "conv"
+    x = jnp.asarray(rng.integers(0, 16, (2, 6, 5, 4) if conv else (5, 12)), jnp.int32)
+    shape = (3, 3, 2, 6) if conv else (12, 6)
+    sign, shift = jnp.asarray(rng.integers(-1, 2, shape), jnp.int32), jnp.asarray(rng.integers(0, 8, shape), jnp.int32)
+    (got, _), = run_datapath("shift", x, {"sign": sign, "shift": shift}, {"max_shift": 7}, {**geometry, "x_abs": 15})
+    want = shift_conv(x, sign, shift, 7, geometry["strides"], geometry["padding"], geometry["groups"]) if conv \
+        else shift_accumulate(x, sign, shift, 7)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

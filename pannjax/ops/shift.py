@@ -42,7 +42,7 @@ from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.ops.base import (ComputeMode, ContractionShape, LinearOperator, Padding, UnitOp, check_conv_shapes,
                               normalize_padding, wider_float)
-from pannjax.ops.integer import IntegerWeights, datapath, l1_limit, per_channel
+from pannjax.ops.integer import IntegerWeights, datapath, integer_contraction, l1_limit, per_channel
 from pannjax.quant.base import IntegerView, Requantized
 from pannjax.quant.pot import PotQuantizer
 
@@ -92,11 +92,19 @@ def shift_conv(x_codes: jax.Array, sign: jax.Array, shift: jax.Array, max_shift:
 
 @datapath("shift")
 def shift_datapath(x, arrays, attrs, geometry) -> list:
-    """Bitshift-and-accumulate (`shift_accumulate` / `shift_conv`) on the stored sign and shift fields."""
-    if geometry["kind"] == "dense":
-        return [(shift_accumulate(x, arrays["sign"], arrays["shift"], attrs["max_shift"]), True)]
-    return [(shift_conv(x, arrays["sign"], arrays["shift"], attrs["max_shift"], geometry["strides"],
-                        normalize_padding(geometry["padding"]), geometry["groups"]), True)]
+    """Bitshift-and-accumulate on the stored sign and shift fields, grouped by shift amount:
+
+        sum_i sign_i (x_i << (M - shift_i)) = sum_e (sum_{i: M - shift_i = e} sign_i x_i) << e,
+
+    the same integers as `shift_accumulate` / `shift_conv` (addition is associative modulo 2^32), as M + 1
+    sign-select contractions (`integer_contraction` on ternary weights) whose sums are shifted and added."""
+    sign, shift, m = arrays["sign"], arrays["shift"], attrs["max_shift"]
+    ternary = {**geometry, "w_abs": 1}
+    acc = None
+    for e in range(m + 1):
+        part = integer_contraction(x, jnp.where(m - shift == e, sign, 0), ternary) << e
+        acc = part if acc is None else acc + part
+    return [(acc, True)]
 
 
 def _pot_parts(w: IntegerView) -> tuple[jax.Array, jax.Array, int]:
