@@ -69,17 +69,10 @@ def _trained_network(c: Mapping[str, Any]):
         reported = read_results(Path(c["checkpoint"]) / "results.json").get("test_accuracy") \
             if (Path(c["checkpoint"]) / "results.json").is_file() else None
         return build_model_for(cfg, dataset.num_classes), variables, dataset, reported
-    from pannjax.pann.convert import (collect_layer_inputs, convert, fold_batchnorm, load_float_run, pann_policy,
-                                      uniform_policy)
-    from pannjax.pann.experiment import converted_layers
+    from pannjax.pann.convert import convert, pann_policy, uniform_policy
+    from pannjax.pann.experiment import converted_layers, prepare_conversion
 
-    run = load_float_run(c["checkpoint"])
-    sample = run.dataset.train_images[:2]
-    folded = fold_batchnorm(run.model, run.variables, sample)
-    bs = int(c["calibration_batch_size"])
-    batches = [run.dataset.train_images[i * bs:(i + 1) * bs] for i in range(int(c["calibration_batches"]))
-               if i * bs < len(run.dataset.train_images)]
-    inputs = collect_layer_inputs(run.model, folded, batches, seed=int(c["seed"]))
+    run, sample, folded, inputs = prepare_conversion(c)  # the float run, BN folded, calibration inputs
     if c["convert"] == "pann":
         from pannjax.pann.budget import solve_budget
 

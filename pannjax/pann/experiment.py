@@ -118,7 +118,10 @@ def parse_bits(value: Any, name: str) -> list[int]:
     return bits
 
 
-def _prepare(c: Mapping[str, Any]):
+def prepare_conversion(c: Mapping[str, Any]):
+    """(float run, a 2-image sample, BN-folded variables, calibration inputs per layer) of options `c`
+    (checkpoint, calibration_batches, calibration_batch_size, seed): what every post-training conversion
+    starts from (here and in `pannjax.export.experiment`)."""
     run = load_float_run(c["checkpoint"])
     sample = run.dataset.train_images[:2]
     folded = fold_batchnorm(run.model, run.variables, sample)
@@ -132,7 +135,7 @@ def _prepare(c: Mapping[str, Any]):
 def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     """mode=convert (module docstring): per-budget PANN vs uniform PTQ, accuracy and power."""
     t0 = time.perf_counter()
-    run, sample, folded, inputs = _prepare(c)
+    run, sample, folded, inputs = prepare_conversion(c)
     first_last, cal, acc_bits = c["first_last"], c["calibration"], int(c["acc_bits"])
     power_model = power_model_of(c)
     float_acc = accuracy(run.model, run.variables, run.dataset)
@@ -216,7 +219,7 @@ def uniform_bits_within(per_mac: float, layers: Sequence[Layer], signed: bool, a
 def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     """mode=sweep (module docstring): the PANN power-accuracy curve from one model, and uniform points."""
     t0 = time.perf_counter()
-    run, sample, folded, inputs = _prepare(c)
+    run, sample, folded, inputs = prepare_conversion(c)
     first_last, cal, power_model = c["first_last"], c["calibration"], power_model_of(c)
     sw = c["sweep"]
     additions = [float(r) for r in sw["additions"]]
