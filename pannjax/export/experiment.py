@@ -167,7 +167,8 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
             report = None
         if report is not None:
             report.save(run_dir)
-            log.info("power of the exported network (per example, %d test images):\n%s", len(batch), report.format_table())
+            log.info("power of the exported network (per example, %d test images):\n%s", len(batch),
+                     report.format_table())
             rows = {r["layer"]: r for r in report.rows()}
             layers = [{**row, **{k: rows.get(row["path"], {}).get(k) for k in
                                  ("toggles_per_mac_analytic", "toggles_per_mac_simulated")}} for row in layers]

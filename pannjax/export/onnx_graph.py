@@ -38,7 +38,8 @@ def unsupported_reason(program: Program) -> str | None:
             return (f"layer {step['path']} runs the {step['datapath']} datapath, which has no ONNX operator "
                     "(ONNX is written for MAC and sign-select layers only)")
         if step["acc_bits"] != 32:
-            return f"layer {step['path']} has a {step['acc_bits']}-bit accumulator, whose wrap-around ONNX cannot express"
+            return (f"layer {step['path']} has a {step['acc_bits']}-bit accumulator, whose wrap-around ONNX "
+                    "cannot express")
         if step["geometry"].get("x_abs", 256) > 255 or step["geometry"].get("w_abs", 256) > 127:
             return f"layer {step['path']} has operands wider than 8 bits (ONNX integer products take int8/uint8)"
     return None
@@ -91,8 +92,8 @@ def to_onnx(program: Program):
             k = f["shift"].astype(np.int64)
             bias = f["bias_hi"].astype(np.int64) * 2**32 + f["bias_lo"].astype(np.int64)
             half = np.where(k > 0, np.left_shift(np.int64(1), np.maximum(k - 1, 0)), 0)
-            v = node("Mul", [cast(ins[0], TensorProto.INT64),
-                             const(f["sign"].astype(np.int64) * f["multiplier"].astype(np.int64), np.int64, batch=True)],
+            signed_multiplier = f["sign"].astype(np.int64) * f["multiplier"].astype(np.int64)
+            v = node("Mul", [cast(ins[0], TensorProto.INT64), const(signed_multiplier, np.int64, batch=True)],
                      "product")
             v = node("Add", [v, const(bias + half, np.int64, batch=True)], "biased")
             div = const(np.left_shift(np.int64(1), k), np.int64, batch=True)

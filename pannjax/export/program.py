@@ -12,10 +12,15 @@ broadcast against the tensor) and, until it is needed, a pending real offset b: 
   * BatchNorm (inference): folded into scale and offset, s' = s g / sqrt(v + e), b' = (b - m) g / sqrt(v + e)
     + beta -- no step;
   * a positive constant factor (a mean's 1/n): folded into the scale -- no step;
-  * where a tensor's value is needed (ReLU, additions, pooling, padding, the next layer, the output), the
-    offset is added and a negative scale's sign applied (``requantize`` to |s|), so that q = 0 means 0;
-  * ``add`` / ``concat`` of tensors at different scales: each requantized to the finer scale;
-  * ``relu``, ``sum``, ``max_pool``, ``slice``, ``pad``, ``reshape``, ``transpose``: the same operation on
+  * ReLU: deferred to the next rescaling, where it is a clip at 0 (a ``relu`` step only where no rescaling
+    follows);
+  * at the next layer the offset goes into that layer's input ``requantize`` (exact: a 64-bit bias);
+    where a tensor must be materialised first (additions, pooling, padding, sums, reshapes, the output),
+    it is requantised with its offset, ReLU and sign to a scale fine enough that |q| < 2^30
+    (`_fine_target`, from a bound `limit` on |value|);
+  * ``add`` / ``concat`` along a non-channel axis: the inputs requantised to one scale, the finest of
+    theirs refined to fit the sum;
+  * ``sum``, ``max_pool``, ``slice``, ``pad``, ``reshape``, ``transpose``, ``concat``: the same operation on
     integers, the scale carried along (sliced, padded, reshaped with the tensor);
   * output: the integer logits and their scale (``output``).
 
@@ -26,6 +31,7 @@ sign, int32 M and k and a 64-bit bias B in the product's units (`pannjax.export.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -55,6 +61,11 @@ class Program:
     @property
     def output(self) -> dict:
         return self.steps[-1]
+
+    @functools.cached_property
+    def device_arrays(self) -> dict:
+        """`arrays` as JAX arrays, transferred once per program (every run of it reuses them)."""
+        return {k: jnp.asarray(v) for k, v in self.arrays.items()}
 
 
 @dataclasses.dataclass
@@ -307,9 +318,9 @@ def build_program(model, variables, sample, acc_bits: int | str | dict = 32) -> 
             full = _full(t.scale, in_shape)
             if not all(np.all(full == np.take(full, [0], axis=a)) for a in axes):
                 raise ConfigError("export: a sum over elements of different scales is not supported")
+            first = tuple(0 if d in axes else slice(None) for d in range(len(in_shape)))  # scales are equal
             vals[i] = _moved(t, b.step("sum", [t.name], "sum", axes=list(node.attrs["axes"])), in_shape, ndim,
-                             lambda a: np.take(a, 0, axis=axes[0]) if len(axes) == 1 else a[tuple(
-                                 0 if d in axes else slice(None) for d in range(len(in_shape)))])
+                             lambda a: a[first])
             vals[i].limit = vals[i].limit * count
         elif op == "add" or (op == "concat" and node.attrs["axis"] - 1 != ndim - 1):
             ts, target, total = b.common(ins, ndim)

@@ -61,20 +61,31 @@ def _step(step: dict, env: dict, arrays: dict, stats: dict):
     raise ConfigError(f"program step {op!r} is unknown")
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(program: Program, arrays: dict, images: jax.Array) -> tuple[jax.Array, dict]:
-    env = {"input": images}
+def _execute(program: Program, arrays: dict, images: jax.Array) -> tuple[dict, dict]:
+    """Every tensor of the program ({name: value}) and the per-layer accumulator statistics."""
+    env: dict = {"input": images}
     stats: dict = {}
     for step in program.steps[:-1]:
         env[step["out"]] = _step(step, env, arrays, stats)
+    return env, stats
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(program: Program, arrays: dict, images: jax.Array) -> tuple[jax.Array, dict]:
+    env, stats = _execute(program, arrays, images)
     return env[program.output["in"][0]], stats
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _layer_inputs(program: Program, arrays: dict, images: jax.Array) -> dict:
+    env, _ = _execute(program, arrays, images)
+    return {s["path"]: env[s["in"][0]] for s in program.steps if s["op"] == "layer"}
+
+
 def forward_fn(program: Program):
-    """images -> (int32 logits, {layer path: [overflows, min, max of its accumulators, 1 if they are signed]})
-    with the program's
-    arrays as constants (for `jax.export`)."""
-    arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
+    """images -> (int32 logits, {layer path: [overflows, min, max of its accumulators, 1 if they are
+    signed]}) with the program's arrays as constants (for `jax.export`)."""
+    arrays = program.device_arrays
     return lambda images: _forward(program, arrays, images)
 
 
@@ -86,24 +97,14 @@ def run_codes(program: Program, images) -> tuple[jax.Array, dict]:
     if tuple(images.shape[1:]) != tuple(program.input_shape):
         raise ConfigError(f"export.run: images of shape {images.shape[1:]} per example; the program takes "
                           f"{tuple(program.input_shape)}")
-    arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
-    return _forward(program, arrays, images)
+    return _forward(program, program.device_arrays, images)
 
 
 def layer_inputs(program: Program, images) -> dict[str, np.ndarray]:
     """{layer path: the integer codes entering that layer} for `images`: the operand streams the program's
     datapaths consume (for the gate-level power simulation, `pannjax.hw.report.build_report`)."""
-    arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
-    wanted = {s["in"][0]: s["path"] for s in program.steps if s["op"] == "layer"}
-
-    @jax.jit
-    def inputs(arrays, images):
-        env, stats = {"input": images}, {}
-        for step in program.steps[:-1]:
-            env[step["out"]] = _step(step, env, arrays, stats)
-        return {path: env[name] for name, path in wanted.items()}
-
-    return {k: np.asarray(v) for k, v in inputs(arrays, jnp.asarray(images)).items()}
+    inputs = _layer_inputs(program, program.device_arrays, jnp.asarray(images))
+    return {k: np.asarray(v) for k, v in inputs.items()}
 
 
 def run(program: Program, images, dequantize: bool = True) -> jax.Array:
