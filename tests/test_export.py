@@ -177,6 +177,9 @@ def test_export_reloads_in_a_fresh_process_with_the_reported_accuracy(runs, comb
     out = tmp / f"export_{'_'.join(combo)}"
     res = _export(checkpoints[combo], out, f"convert={convert}", "budget_bits=2", "simulate=false")
     assert res["argmax_agreement"] == 1.0 and res["test_accuracy"] == res["fake_quant_accuracy"]
+    if convert == "none":  # one cost engine: the training run's energy and toggles for the same network
+        trained = json.loads((checkpoints[combo] / "results.json").read_text())
+        assert (res["energy_pj"], res["toggles"]) == pytest.approx((trained["energy_pj"], trained["toggles"]), rel=1e-9)
     if convert == "none" and combo[0] != "pann":  # the training run's own figure
         assert res["test_accuracy"] == res["reported_accuracy"]
     elif convert == "none":  # PANN's solved step rounds a few weights differently inside training's jitted eval
