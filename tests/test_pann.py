@@ -77,6 +77,25 @@ def test_mean_additions_per_element_equals_the_budget(additions, per_channel):
     assert np.all(np.abs(means - additions) <= 0.02 * additions), (means, additions)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_the_solved_step_keeps_every_weight_off_a_rounding_boundary(per_channel):
+    """The bisection ends where one weight sits on |w|/s = n + 1/2; the returned step lies inside the interval
+    of equal counts, so the codes are the same eagerly, compiled, and computed as |w| * (1/s)."""
+    q = PannQuantizer(additions=2.0, per_channel=per_channel)
+    rng = np.random.default_rng(0)
+    for shape in [(3, 3, 8, 16), (3, 3, 1, 8), (128, 10), (3, 3, 16, 16)] * 5:
+        w = jnp.asarray(rng.normal(size=shape).astype(np.float32) * rng.uniform(0.01, 1.0))
+        view = q.integer(w)
+        ratio = np.abs(np.asarray(w, np.float64)) / np.asarray(view.scale, np.float64)
+        n = np.abs(np.asarray(view.codes))
+        live = n < q.q_max
+        margin = np.abs(ratio - (np.floor(ratio) + 0.5))[live] / (np.floor(ratio) + 0.5)[live]
+        assert margin.min() > 1e-6  # float32 resolves 6e-8
+        np.testing.assert_array_equal(jax.jit(q.quantize)(w), q.quantize(w))
+        np.testing.assert_array_equal(view.codes, np.clip(np.round(np.asarray(w) * (1 / np.asarray(view.scale))),
+                                                          -q.q_max, q.q_max))
+
+
 def test_straight_through_gradient_and_bad_budget():
     w = jax.random.normal(jax.random.key(2), (64, 10))
     g = jax.random.normal(jax.random.key(3), (64, 10))

@@ -121,7 +121,11 @@ class PannQuantizer(Quantizer):
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _exact_step(mag: jax.Array, additions: jax.Array, q_max: int, axes: tuple[int, ...]) -> jax.Array:
     """Bisection on log s for mean clip(round(|w| / s), 0, Q) = R (R traced: one compilation serves every
-    budget of a sweep); returns the end point whose mean is closer to R."""
+    budget of a sweep). The mean is a step function of s and the bisection ends at one of its jumps, where
+    one weight sits on a rounding boundary |w| / s = n + 1/2; returned is the geometric middle of the
+    interval of steps on which every count n_w equals its count at the end point whose mean is closer to R,
+    [max |w| / (n_w + 1/2), min |w| / (n_w - 1/2)], so that no weight is within float rounding of a
+    boundary and codes computed as |w| / s or |w| * (1/s), eagerly or fused into a compiled forward, agree."""
     top = jnp.maximum(jnp.max(mag, axis=axes, keepdims=True), EPS)
     lo, hi = jnp.log(top / q_max), jnp.log(2.0 * top)  # mean(lo) = Q > R > 0 = mean(hi)
 
@@ -136,7 +140,12 @@ def _exact_step(mag: jax.Array, additions: jax.Array, q_max: int, axes: tuple[in
 
     lo, hi = jax.lax.fori_loop(0, _BISECT_STEPS, halve, (lo, hi))
     pick_hi = jnp.abs(mean_counts(hi) - additions) <= jnp.abs(mean_counts(lo) - additions)
-    return jnp.exp(jnp.where(pick_hi, hi, lo))
+    s = jnp.exp(jnp.where(pick_hi, hi, lo))
+    n = jnp.clip(jnp.round(mag / s), 0, q_max)
+    lower = jnp.max(jnp.where(n < q_max, mag / (n + 0.5), 0.0), axis=axes, keepdims=True)  # below: a count grows
+    upper = jnp.min(jnp.where(n > 0, mag / (n - 0.5), jnp.inf), axis=axes, keepdims=True)  # above: one shrinks
+    inside = (lower > 0) & (upper < jnp.inf) & (lower < upper)
+    return jnp.where(inside, jnp.sqrt(lower * upper), s)
 
 
 def repeated_addition_dot(x_int, w_int, accumulation: str = "split") -> tuple[np.ndarray, int]:

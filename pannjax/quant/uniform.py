@@ -108,7 +108,9 @@ class UniformQuantizer(Quantizer):
                 "QConv/QDense, or call with_learned(**init_learned(x)) first"
             )
         n = x.size // self.step.size
-        return scale_grad(self.step, 1.0 / math.sqrt(n * self.q_pos))
+        # |s|: a step is positive (LSQ's s > 0); gradient descent can carry the raw parameter below zero,
+        # which would mirror the asymmetric range [-Q_N, Q_P] and zero every unsigned code
+        return jnp.maximum(jnp.abs(scale_grad(self.step, 1.0 / math.sqrt(n * self.q_pos))), EPS)
 
     # -- quantization ------------------------------------------------------------------------
     def _codes(self, x: jax.Array, s: jax.Array) -> jax.Array:
