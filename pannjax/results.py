@@ -3,9 +3,10 @@
 Each record holds the common keys (`COMMON`: the headline accuracy, energy and bit flips of the run's
 final network, its wall time, seed, whether it completed, the hash of its config, and the pannjax
 version and git commit that produced it) and the keys of its entry point (`SCHEMAS`; experiments/pann.py
-has one schema per `mode`). `write_results` fills in the provenance keys, validates and writes
-atomically; `read_results` validates what aggregators read (`pannjax.sweep`, `pannjax.reproduce`), so a
-record from an older pannjax is refused with its key named rather than tabulated as missing values.
+has one schema per `mode`, experiments/power.py one for the study and `power.network` for an exported
+program). `write_results` fills in the provenance keys, validates and writes atomically; `read_results`
+validates what aggregators read (`pannjax.sweep`, `pannjax.reproduce`), so a record from an older pannjax
+is refused with its key named rather than tabulated as missing values.
 A run that stopped early (`completed: false`: diverged, or `trainer.stop_after_epochs`) carries the
 common keys and may lack the others. `python -m pannjax.results` prints the table of docs/results.md.
 """
@@ -170,6 +171,17 @@ _POWER = {
     "config": Key(dict, "the study's resolved config"),
 }
 
+_POWER_NETWORK = {
+    "mode": Key(str, "network: the power of an exported program (`experiments/power.py checkpoint=<export dir>`)"),
+    "checkpoint": Key(str, "the export run read"),
+    "program": Key(str, "its program directory"),
+    "acc_bits": Key((int, str), "the program's accumulator width B (a width, or auto: each layer's worst case)"),
+    "images": Key(int, "test images whose operand streams the gate-level simulator ran on"),
+    "layers": Key(list, "per arithmetic layer: layer, operator, bits, macs, toggles, analytic and simulated toggles "
+                        "per MAC, energy_pJ"),
+    "data": Key(str, "data set name"),
+}
+
 _EXPORT = {
     "fake_quant_accuracy": Key(NUMBER, "test accuracy of the same network evaluated in float (fake quantization)"),
     "reported_accuracy": Key(NUMBER, "test_accuracy of the checkpoint's own results.json (null: converted)", True),
@@ -186,16 +198,18 @@ _EXPORT = {
     "data": Key(str, "data set name"),
 }
 
-#: the entry-specific keys of each schema ("pann.<mode>" for experiments/pann.py)
+#: the entry-specific keys of each schema ("pann.<mode>" for experiments/pann.py, "power.network")
 SCHEMAS: dict[str, dict[str, Key]] = {
     "train": _TRAIN, "search": _SEARCH, "pann.convert": _PANN_CONVERT, "pann.sweep": _PANN_SWEEP,
-    "pann.table": _PANN_TABLE, "power": _POWER, "export": _EXPORT,
+    "pann.table": _PANN_TABLE, "power": _POWER, "power.network": _POWER_NETWORK, "export": _EXPORT,
 }
 
 
 def schema_name(record: Mapping[str, Any]) -> str:
     entry = record.get("entry")
-    return f"pann.{record.get('mode')}" if entry == "pann" else str(entry)
+    if entry == "pann" or entry == "power" and "mode" in record:  # the power study's records carry no mode
+        return f"{entry}.{record.get('mode')}"
+    return str(entry)
 
 
 def _types(key: Key) -> tuple[type, ...]:

@@ -21,10 +21,11 @@ results.json's ``onnx`` holds that line.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ from pannjax.errors import ConfigError
 from pannjax.experiment import load_data, setup
 from pannjax.export.files import load, save
 from pannjax.export.onnx_graph import unsupported_reason
-from pannjax.export.program import build_program
+from pannjax.export.program import Program, build_program
 from pannjax.export.runner import layer_inputs, run_codes
 from pannjax.hw.accumulator import width_for
 from pannjax.hw.report import build_report
@@ -87,6 +88,48 @@ def _trained_network(c: Mapping[str, Any]):
         policy = uniform_policy(int(c["w_bits"]), int(c["uniform_x_bits"]), c["first_last"])
     conv = convert(run, folded, policy, inputs, c["calibration"])
     return conv.model, conv.variables, run.dataset, None
+
+
+class ExportedNetwork(NamedTuple):
+    model: Any
+    variables: Any
+    dataset: Any
+    program: Program
+    program_dir: Path
+    config: dict           # the export run's resolved config
+    test_accuracy: float   # the program's integer test accuracy, as the export measured it
+
+
+def exported_network(export_dir: str | Path, key: str = "checkpoint") -> ExportedNetwork:
+    """The network and program of a run of experiments/export.py: the network
+    rebuilt from the run it exported (converted as it was) and the program read from disk, checked to be the
+    program that network gives now. `export_dir`: the export's run dir, or the program dir it wrote. A dir
+    that is neither, or a program its network no longer gives (the run retrained since), is a one-line
+    ConfigError naming `key`."""
+    export_dir = Path(export_dir)
+    if (export_dir / "program.json").is_file() and not (export_dir / "results.json").is_file():
+        export_dir = export_dir.parent  # the program dir inside the export run dir
+    record, results = export_dir / "run.json", export_dir / "results.json"
+    if not record.is_file() or not results.is_file():
+        raise ConfigError(f"{key}={export_dir}: not a run dir of experiments/export.py (no run.json and results.json); "
+                          "export first: python experiments/export.py checkpoint=<train run dir>")
+    res = read_results(results)
+    if res["entry"] != "export" or not res.get("completed"):
+        raise ConfigError(f"{key}={export_dir}: results.json is a {res['entry']} run"
+                          f"{'' if res.get('completed') else ' that did not complete'}, not a completed export; "
+                          "export first: python experiments/export.py checkpoint=<train run dir>")
+    try:
+        c = json.loads(record.read_text())["config"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise ConfigError(f"{key}={export_dir}: run.json is unreadable; re-run experiments/export.py") from None
+    model, variables, dataset, _ = _trained_network(c)
+    program = load(res["program"])
+    rebuilt = build_program(model, variables, jnp.asarray(dataset.test_images[:2]), check_acc_bits(c["acc_bits"]))
+    if json.loads(json.dumps(rebuilt.steps)) != program.steps or set(rebuilt.arrays) != set(program.arrays) or any(
+            not np.array_equal(rebuilt.arrays[k], program.arrays[k]) for k in program.arrays):
+        raise ConfigError(f"{key}={export_dir}: the program in {res['program']} is not what checkpoint="
+                          f"{c['checkpoint']} gives now (trained further since?); re-run experiments/export.py")
+    return ExportedNetwork(model, variables, dataset, program, Path(res["program"]), c, res["test_accuracy"])
 
 
 def _evaluate(model, variables, program, images, labels, batch_size: int) -> dict[str, Any]:
@@ -186,4 +229,4 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         return write_results(run_dir, "export", results, c)
 
 
-__all__ = ["run_export"]
+__all__ = ["ExportedNetwork", "exported_network", "run_export"]

@@ -158,7 +158,7 @@ class _Builder:
                  stem: str = "rq") -> _Tensor:
         """`t` at scale `target`, clipped to [lo, hi], offset added and ReLU applied: one requantize step
         (none, or a relu step, where `t` is already plain integers at that scale and no clip is asked)."""
-        target = _compress(target, ndim)  # a negative target (a learned step gone negative) flips the sign
+        target = _compress(target, ndim)  # a negative scale (BN folded with gamma < 0) flips the sign
         lo = max(lo, 0) if t.relu else lo
         limit = np.minimum(t.limit + np.abs(target), max(abs(lo), abs(hi)) * np.abs(target))
         same = np.array_equal(*np.broadcast_arrays(np.abs(t.scale), target))

@@ -51,3 +51,7 @@ class PowerStudy:
     gates: PowerGates = PowerGates()
     plots: bool = True
     overwrite: bool = False            # true: a previous run's files in the run dir move to previous/<time>/
+    # an export run dir (experiments/export.py): instead of the study, the exported program's power report,
+    # simulated on the operand streams it computes on `power_batch` test images (`pannjax.export.power`)
+    checkpoint: str = ""
+    power_batch: int = 64
