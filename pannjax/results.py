@@ -190,7 +190,7 @@ _EXPORT = {
     "toggles_at_32": Key(NUMBER, "toggles per example with every accumulator at 32 bits (`toggles`: at acc_bits)"),
     "overflows": Key(int, "accumulator values that overflowed their width B on the test set, all layers"),
     "layers": Key(list, "per arithmetic layer: path, operator, datapath, formats, acc_bits, worst-case and observed "
-                        "widths, overflows"),
+                        "widths, overflows (adder, MF: grid_bits, the weights' grid s_x 2^-k)"),
     "program": Key(str, "the program directory written"),
     "files": Key(list, "the files of the program directory"),
     "onnx": Key(str, "model.onnx written, or why not (ONNX cannot compute the program exactly)"),

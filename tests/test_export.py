@@ -171,6 +171,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("combo,convert", [(("uniform", "mac"), "none"), (("pot", "shift"), "none"),
                                            (("uniform", "bwn"), "none"), (("uniform", "xnor"), "none"),
                                            (("apot", "mac"), "none"), (("pann", "mac"), "none"),
+                                           (("uniform", "adder"), "none"), (("uniform", "mf"), "none"),
                                            (("float", "mac"), "pann")])
 def test_export_reloads_in_a_fresh_process_with_the_reported_accuracy(runs, combo, convert):
     tmp, checkpoints = runs
@@ -184,6 +185,9 @@ def test_export_reloads_in_a_fresh_process_with_the_reported_accuracy(runs, comb
         assert res["test_accuracy"] == res["reported_accuracy"]
     if "pann" in (convert, combo[0]):  # PANN's repeated additions between the 8-bit first and last layers
         assert [row["datapath"] for row in res["layers"]] == ["mac", "additions", "additions", "mac"]
+    if combo[1] in ("adder", "mf"):  # separately learned steps: weights on a 2^-16-finer activation grid
+        assert [row.get("grid_bits") for row in res["layers"]] == [None, 16, 16, None]
+        assert [row["datapath"] for row in res["layers"]][1:3] == [{"adder": "absdiff"}.get(combo[1], "mf")] * 2
     onnx = combo[1] in ("mac", "bwn") and "pann" not in (convert, combo[0])  # MAC-like datapaths only
     assert res["overflows"] == 0 and set(res["files"]) == {"program.json", "weights.safetensors", "model.stablehlo",
                                                            *(["model.onnx"] if onnx else [])}
@@ -316,3 +320,35 @@ def test_the_shift_datapath_is_the_reference_shift_accumulate(geometry):
     want = shift_conv(x, sign, shift, 7, geometry["strides"], geometry["padding"], geometry["groups"]) if conv \
         else shift_accumulate(x, sign, shift, 7)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("geometry", [{"kind": "conv", "strides": (2, 1), "padding": [(1, 1), (0, 1)], "groups": 2},
+                                      {"kind": "dense"}])
+def test_the_adder_and_mf_datapaths_are_the_operators_on_a_common_grid(geometry):
+    """Weights and activations on one grid (here the weight step is 3/4 of the activation step: exact at
+    k = 2): the integer datapaths equal AdderNet's -sum |x - w| and MF's sum sign(x)|w| + sign(w)|x| of the
+    real operands, divided by one accumulator unit."""
+    from pannjax.ops.adder import AdderOperator
+    from pannjax.ops.integer import input_grid, run_datapath
+    from pannjax.ops.mf import MfOperator
+    from pannjax.quant.uniform import UniformQuantizer
+
+    rng = np.random.default_rng(4)
+    conv = geometry["kind"] == "conv"
+    x = rng.integers(-8, 8, (2, 6, 5, 4) if conv else (5, 12)).astype(np.int32)
+    w = rng.integers(-7, 8, (3, 3, 2, 6) if conv else (12, 6)).astype(np.int32)
+    s_x, s_w = 0.5, 0.375
+    for op in (AdderOperator(), MfOperator()):
+        quantizer = UniformQuantizer(bits=4, step_mode="fixed", fixed_step=s_w)
+        weights = op.integer_weights(quantizer, w * s_w, s_x, 8)
+        assert weights.attrs["grid_bits"] == 2 and np.all(weights.scale == 0.25)
+        (acc, _), = run_datapath(weights.datapath, jnp.asarray(x), weights.arrays, weights.attrs,
+                                 {**geometry, "x_abs": 8, "w_abs": 32})
+        xr, wr = jnp.asarray(x * s_x, jnp.float32), jnp.asarray(w * s_w, jnp.float32)
+        want = op.conv(xr, wr, geometry["strides"], geometry["padding"], geometry["groups"]) if conv \
+            else op.dense(xr, wr)
+        np.testing.assert_array_equal(np.asarray(acc) * s_x * 0.25, np.asarray(want))
+        assert np.all(np.abs(np.asarray(acc)) <= np.asarray(weights.acc_limit) * 8)
+    g, k = input_grid(w, 0.3, 0.5, 8)  # an inexact ratio: the finest grid that fits, error <= half a unit
+    assert k == 16 and np.max(np.abs(g * 2.0**-16 * 0.5 - w * 0.3)) <= 0.5 * 2.0**-16 * 0.5
+    assert input_grid(w, 0.5, 0.5, 8)[1] == 0  # one shared step: the codes themselves

@@ -208,7 +208,7 @@ class _Builder:
             codes = self.step("quantize", ["input"], "codes", step=step, lo=lo, hi=hi)
         else:
             codes = self.to_scale(t, ndim, np.full((1,) * ndim, step), lo, hi, stem="codes").name
-        weights = layer.operator.integer_weights(layer.quantizer_w, layer.kernel)
+        weights = layer.operator.integer_weights(layer.quantizer_w, layer.kernel, step, max(abs(lo), abs(hi)))
         acc_limit = weights.acc_limit * (max(abs(lo), abs(hi)) if weights.x_scaled else 1)
         width = layer.accumulator_width()
         worst = width.worst if width is not None else width_for(-float(acc_limit.max()), float(acc_limit.max()))
@@ -226,7 +226,8 @@ class _Builder:
                         weights=keys, attrs=weights.attrs, geometry=geometry, acc_bits=bits)
         self.layer_rows.append({"path": path, "operator": layer.operator.name, "datapath": weights.datapath,
                                 "input_format": str(fmt), "weight_format": str(layer.w_format), "acc_bits": bits,
-                                "worst_case_acc_bits": int(worst), "input_step": step})
+                                "worst_case_acc_bits": int(worst), "input_step": step,
+                                **{k: v for k, v in weights.attrs.items() if k == "grid_bits"}})
         shape = (1,) * (ndim - 1) + (layer.output_shape[-1],)
         scale = (weights.scale * (step if weights.x_scaled else 1.0)).reshape(shape)
         limit = acc_limit.reshape(shape) * np.abs(scale)

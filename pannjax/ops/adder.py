@@ -34,12 +34,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.ops.base import ComputeMode, ContractionShape, Operator, UnitOp, linear_conv, wider_float
+from pannjax.ops.integer import IntegerWeights, absdiff_contraction, datapath, input_grid
 
 GRADIENTS = ("full_precision", "exact")
 
@@ -191,3 +193,18 @@ class AdderOperator(Operator):
         if x_format.is_float or w_format.is_float:
             return (UnitOp("fadd", wider_float(x_format, w_format), None, acc_bits, shape.fan_in, 2 * shape.macs),)
         return (UnitOp("absdiff", x_format, w_format, acc_bits, shape.fan_in, shape.macs),)
+
+    def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
+        """|x - w| needs x and w in one format: the weights on the activations' grid s_x 2^-k
+        (`pannjax.ops.integer.input_grid`; exact when the steps agree, k = 0), one accumulator unit s_x 2^-k."""
+        view = self.integer_view(quantizer_w, kernel)
+        w_g, k = input_grid(view.codes, view.scale, x_step, x_max)
+        fan_in = int(np.prod(w_g.shape[:-1]))
+        limit = fan_in * 2.0**k + np.abs(w_g).reshape(-1, w_g.shape[-1]).sum(axis=0)  # per unit of max |x|
+        return IntegerWeights("absdiff", {"w": w_g}, np.full(w_g.shape[-1], 2.0**-k), limit, attrs={"grid_bits": k})
+
+
+@datapath("absdiff")
+def absdiff_datapath(x, arrays, attrs, geometry) -> list:
+    """AdderNet's -sum |x 2^k - w_g| on the common grid (`AdderOperator.integer_weights`)."""
+    return [(absdiff_contraction(x.astype(jnp.int32) << attrs["grid_bits"], arrays["w"], geometry), True)]

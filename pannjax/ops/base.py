@@ -309,11 +309,23 @@ class Operator:
             self._refuse_counts(where)
 
     # -- integer datapath (export) ------------------------------------------------------------------
-    def integer_weights(self, quantizer_w, kernel) -> IntegerWeights:
+    def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
         """The integer weights this operator's digital datapath stores for `kernel` and the datapath that
-        consumes them (`pannjax.ops.integer`); a one-line error where there is no integer datapath."""
-        raise ConfigError(f"op={self.name} has no integer datapath to export (MAC, shift, BWN, XNOR and PANN "
-                          "additions have)")
+        consumes them (`pannjax.ops.integer`), given the layer's activation step `x_step` and largest
+        |activation code| `x_max` (which a datapath adding activations to weights aligns them to); a one-line
+        error where there is no integer datapath."""
+        raise ConfigError(f"op={self.name} has no integer datapath to export (MAC, shift, BWN, XNOR, adder, MF "
+                          "and PANN additions have)")
+
+    def integer_view(self, quantizer_w, kernel):
+        """The integer view (codes, scale, format) of the weights the digital datapath receives; a one-line
+        error for analog modes and float weights."""
+        self._digital_only()
+        view = self.hardware_weights(quantizer_w).integer(jnp.asarray(kernel))
+        if view.format.is_float:
+            raise ConfigError(f"op={self.name} with float weights: export needs integer weights (quant=uniform, "
+                              "pot, apot or pann)")
+        return view
 
     def _digital_only(self) -> None:
         if self.mode.is_analog:
@@ -346,15 +358,11 @@ class LinearOperator(Operator):
     #: the integer datapath of non-count weights (`pannjax.ops.integer`)
     integer_datapath: str = "mac"
 
-    def integer_weights(self, quantizer_w, kernel) -> IntegerWeights:
+    def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
         """The hardware weights' integer values (`hardware_weights(quantizer_w).integer`): PANN addition counts
         run on the "additions" datapath (split or signed accumulation), any other integer weights on
         `integer_datapath`; scale = the weight scale per output channel."""
-        self._digital_only()
-        view = self.hardware_weights(quantizer_w).integer(jnp.asarray(kernel))
-        if view.format.is_float:
-            raise ConfigError(f"op={self.name} with float weights: export needs integer weights (quant=uniform, "
-                              "pot, apot or pann)")
+        view = self.integer_view(quantizer_w, kernel)
         scale = per_channel(view.scale, np.shape(kernel))
         if view.format.kind == "count":
             self._refuse_counts()

@@ -94,27 +94,35 @@ def _dot(x, w, dtype) -> jax.Array:
                                preferred_element_type=jnp.int32)
 
 
+def _matrices(x, w, geometry) -> tuple[jax.Array, jax.Array, tuple]:
+    """(x as (G, P, K), w as (G, K, O / G), the output's leading shape): a dense layer as one group, a
+    convolution as its windows (`_patches`) against the HWIO kernel as a matrix, per group."""
+    x, w = x.astype(jnp.int32), w.astype(jnp.int32)
+    if geometry["kind"] == "dense":
+        k, o = w.shape
+        return x.reshape(1, -1, k), w.reshape(1, k, o), x.shape[:-1]
+    kh, kw, cg, o = w.shape
+    g = geometry["groups"]
+    p = _patches(x, kh, kw, geometry["strides"], geometry["padding"])  # N, Ho, Wo, kh, kw, C
+    lead = p.shape[:3]
+    p = p.reshape(-1, kh, kw, g, cg).transpose(3, 0, 1, 2, 4)  # G, P, kh, kw, Cg
+    return p.reshape(g, -1, kh * kw * cg), w.reshape(kh * kw * cg, g, o // g).transpose(1, 0, 2), lead
+
+
+def _output(acc, lead) -> jax.Array:
+    """(G, P, O / G) accumulators as the layer's (*lead, O) output."""
+    return acc.transpose(1, 0, 2).reshape(*lead, -1)
+
+
 def integer_contraction(x, w, geometry) -> jax.Array:
     """sum_i x_i w_i in int32 (dense: x @ w; conv: NHWC/HWIO convolution), wrapping modulo 2^32.
 
-    A convolution is its windows (`_patches`) times the HWIO kernel as a matrix, one batched product per
-    group. With ``geometry["x_abs"]`` / ``["w_abs"]`` (static bounds of |x| and |w|) within int8 the
+    A convolution is its windows times the kernel as a matrix, one batched product per group (`_matrices`).
+    With ``geometry["x_abs"]`` / ``["w_abs"]`` (static bounds of |x| and |w|) within int8 the
     products take int8 operands -- on CPUs an int8 x int8 -> int32 product is several times faster than
     an int32 one -- and activations below 2^14 are split exactly as x = 128 hi + lo into two int8 products;
     otherwise int32."""
-    x, w = x.astype(jnp.int32), w.astype(jnp.int32)
-    if geometry["kind"] == "dense":
-        g, k, o = 1, w.shape[0], w.shape[1]
-        lead = x.shape[:-1]
-        xm, wm = x.reshape(1, -1, k), w.reshape(1, k, o)
-    else:
-        kh, kw, cg, o = w.shape
-        g = geometry["groups"]
-        p = _patches(x, kh, kw, geometry["strides"], geometry["padding"])  # N, Ho, Wo, kh, kw, C
-        lead = p.shape[:3]
-        p = p.reshape(-1, kh, kw, g, cg).transpose(3, 0, 1, 2, 4)  # G, P, kh, kw, Cg
-        xm = p.reshape(g, -1, kh * kw * cg)
-        wm = w.reshape(kh * kw * cg, g, o // g).transpose(1, 0, 2)
+    xm, wm, lead = _matrices(x, w, geometry)
     x_abs, w_abs = geometry.get("x_abs", 2**31), geometry.get("w_abs", 2**31)
     if w_abs > 127 or x_abs >= 2**14:
         acc = _dot(xm, wm, jnp.int32)
@@ -122,7 +130,50 @@ def integer_contraction(x, w, geometry) -> jax.Array:
         acc = _dot(xm, wm, jnp.int8)
     else:  # x = 128 hi + lo, lo in 0..127, |hi| < 128 (arithmetic shift)
         acc = _dot(xm >> 7, wm, jnp.int8) * 128 + _dot(xm & 127, wm, jnp.int8)
-    return acc.transpose(1, 0, 2).reshape(*lead, o)
+    return _output(acc, lead)
+
+
+def absdiff_contraction(x, w, geometry) -> jax.Array:
+    """-sum_i |x_i - w_i| in int32 (the AdderNet similarity; zero padding counts as x = 0), one fused
+    elementwise pass per fan-in element so that no (P, K, O) buffer is formed."""
+    xm, wm, lead = _matrices(x, w, geometry)
+
+    def add(k, acc):
+        xk = jax.lax.dynamic_slice_in_dim(xm, k, 1, axis=2)          # G, P, 1
+        wk = jax.lax.dynamic_slice_in_dim(wm, k, 1, axis=1)          # G, 1, O
+        return acc - jnp.abs(xk - wk)
+
+    acc = jax.lax.fori_loop(0, xm.shape[2], add, jnp.zeros((xm.shape[0], xm.shape[1], wm.shape[2]), jnp.int32))
+    return _output(acc, lead)
+
+
+#: finest refinement 2^-GRID_BITS of the activation step that `input_grid` puts weights on
+GRID_BITS = 16
+
+
+def input_grid(codes, w_scale, x_step: float, x_max: int) -> tuple[np.ndarray, int]:
+    """Integer weights on the activations' grid s_x 2^-k, for datapaths that add or subtract activations and
+    weights (|x - w|; sign(x)|w| + sign(w)|x|), which need both in one fixed-point format:
+    w_g = round(c_w s_w 2^k / s_x) per output channel, the activations x 2^k (a shift). k is the smallest
+    that makes w_g exact (0 when s_w = s_x), else the largest <= GRID_BITS whose sums still fit 2^30
+    (fan_in (x_max 2^k + max |w_g|)); the rounding error is then at most s_x 2^-(k+1) per weight.
+    Returns (w_g as int32, k)."""
+    c = np.asarray(codes, np.float64)
+    ratio = per_channel(w_scale, c.shape) / float(x_step)
+    fan_in = int(np.prod(c.shape[:-1]))
+    fits = []
+    for k in range(GRID_BITS + 1):
+        w_g = np.round(c * ratio * 2.0**k)
+        if fan_in * (x_max * 2.0**k + np.abs(w_g).max(initial=0)) >= 2**30:
+            break
+        if np.array_equal(w_g, c * ratio * 2.0**k):
+            return w_g.astype(np.int32), k
+        fits.append((w_g, k))
+    if not fits:
+        raise ConfigError(f"a {fan_in}-input layer with weights {np.abs(c * ratio).max():.3g} activation steps "
+                          "large has no 32-bit grid for adding activations and weights")
+    w_g, k = fits[-1]
+    return w_g.astype(np.int32), k
 
 
 def wrap(acc: jax.Array, bits: int, signed: bool = True) -> tuple[jax.Array, jax.Array]:

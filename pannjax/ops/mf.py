@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from pannjax.numerics import NumberFormat
 from pannjax.ops.base import ComputeMode, ContractionShape, Operator, UnitOp, linear_conv, wider_float
+from pannjax.ops.integer import IntegerWeights, datapath, input_grid, integer_contraction
 from pannjax.quant.ste import sign_ste
 
 
@@ -51,3 +53,26 @@ class MfOperator(Operator):
         if x_format.is_float or w_format.is_float:
             return (UnitOp("fadd", wider_float(x_format, w_format), None, acc_bits, shape.fan_in, 2 * shape.macs),)
         return (UnitOp("mf", x_format, w_format, acc_bits, shape.fan_in, shape.macs),)
+
+    def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
+        """sign(x)|w| + sign(w)|x| adds magnitudes of activations and weights, so both are held in one
+        format: |w| on the activations' grid s_x 2^-k (`pannjax.ops.integer.input_grid`; exact when the steps
+        agree), sign(w) as -1/0/+1; one accumulator unit s_x 2^-k."""
+        view = self.integer_view(quantizer_w, kernel)
+        magnitude, k = input_grid(np.abs(np.asarray(view.codes)), view.scale, x_step, x_max)
+        sign = np.sign(np.asarray(view.codes)).astype(np.int32)
+        fan_in = int(np.prod(sign.shape[:-1]))
+        limit = fan_in * 2.0**k + magnitude.reshape(-1, magnitude.shape[-1]).sum(axis=0)  # per unit of max |x|
+        return IntegerWeights("mf", {"magnitude": magnitude, "sign": sign}, np.full(sign.shape[-1], 2.0**-k),
+                              limit, attrs={"grid_bits": k})
+
+
+@datapath("mf")
+def mf_datapath(x, arrays, attrs, geometry) -> list:
+    """sum sign(x) |w|_g + 2^k sum sign(w) |x|: two integer contractions on the common grid
+    (`MfOperator.integer_weights`)."""
+    x = x.astype(jnp.int32)
+    magnitudes = integer_contraction(jnp.sign(x), arrays["magnitude"],
+                                     {**geometry, "x_abs": 1, "w_abs": int(geometry.get("w_abs", 2**31))})
+    signs = integer_contraction(jnp.abs(x), arrays["sign"], {**geometry, "w_abs": 1})
+    return [(magnitudes + (signs << attrs["grid_bits"]), True)]

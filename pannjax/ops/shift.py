@@ -161,7 +161,7 @@ class ShiftOperator(LinearOperator):
         return self.hardware_weights(quantizer_w).format
 
     # -- integer reference path ----------------------------------------------------------------
-    def integer_weights(self, quantizer_w, kernel) -> IntegerWeights:
+    def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
         """The shifter's stored fields: per weight its sign (-1, 0, 1) and shift (0..max_shift); one
         accumulator unit is s_w 2^-max_shift (the "shift" datapath)."""
         self._digital_only()

@@ -178,7 +178,7 @@ class XnorOperator(Operator):
         counts = xnor_popcount_conv(binarize_ste(x), binarize_ste(w), strides, padding, groups)
         return counts.astype(x.dtype) * self._conv_scale(x, w, strides, padding, groups)
 
-    def integer_weights(self, quantizer_w, kernel) -> IntegerWeights:
+    def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
         """One bit per weight (sign of the quantized weight, +-1) and alpha = mean |w| per output channel; with
         the K matrix one accumulator unit is alpha s_x / (C_g kh kw) (dense: alpha s_x / C_in)."""
         self._digital_only()
