@@ -210,6 +210,21 @@ def test_export_reloads_in_a_fresh_process_with_the_reported_accuracy(runs, comb
         np.testing.assert_array_equal(other, np.asarray(here))
 
 
+_FULLY_CHECKED = {("uniform", "mac"), ("pot", "shift"), ("uniform", "bwn"), ("uniform", "xnor"), ("apot", "mac"),
+                  ("pann", "mac"), ("uniform", "adder"), ("uniform", "mf")}
+_REFUSED = {("pann", "xnor"), ("pann", "adder"), ("pann", "mf")}  # counts run as additions, shift or sign only
+
+
+@pytest.mark.parametrize("combo", sorted(
+    {(q, o) for q in ("uniform", "pot", "apot", "pann") for o in ("mac", "shift", "bwn", "xnor", "adder", "mf")}
+    - _FULLY_CHECKED - _REFUSED))
+def test_every_other_trainable_combination_exports_with_the_reported_accuracy(runs, combo):
+    tmp, checkpoints = runs
+    res = _export(checkpoints[combo], tmp / f"export_{'_'.join(combo)}", "simulate=false", "power_batch=2")
+    assert res["argmax_agreement"] == 1.0 and res["overflows"] == 0
+    assert res["test_accuracy"] == res["fake_quant_accuracy"] == res["reported_accuracy"]
+
+
 def test_narrow_accumulators_overflow_visibly_and_auto_widths_do_not(runs):
     tmp, checkpoints = runs
     narrow = _export(checkpoints[("pot", "shift")], tmp / "narrow", "acc_bits=12")
