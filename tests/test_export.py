@@ -193,7 +193,14 @@ def test_export_reloads_in_a_fresh_process_with_the_reported_accuracy(runs, comb
                                                            *(["model.onnx"] if onnx else [])}
     assert res["onnx"] == "model.onnx written" if onnx else res["onnx"].startswith("model.onnx not written: layer")
     program_dir = Path(res["program"])
-    assert json.loads((program_dir / "program.json").read_text())["steps"][-1]["op"] == "output"
+    meta = json.loads((program_dir / "program.json").read_text())
+    assert meta["steps"][-1]["op"] == "output"
+    if combo[1] in ("bwn", "xnor"):  # binary weights stored one bit each
+        from safetensors.numpy import load_file
+
+        stored = load_file(str(program_dir / "weights.safetensors"))
+        assert len(meta["packed"]) == 2 and all(stored[k].dtype == np.uint8 and stored[k].size == -(-np.prod(shape) // 8)
+                                                for k, shape in meta["packed"].items())
     from pannjax.data import load_dataset
 
     images = load_dataset("digits").test_images[:64]

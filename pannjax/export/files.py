@@ -24,7 +24,8 @@ from pannjax.export.onnx_graph import to_onnx, unsupported_reason
 from pannjax.export.program import Program
 from pannjax.export.runner import forward_fn
 
-FORMAT = "pannjax-integer-program/1"
+FORMAT = "pannjax-integer-program/2"
+READABLE = ("pannjax-integer-program/1", FORMAT)  # /1: no packed arrays
 FILES = ("program.json", "weights.safetensors", "model.stablehlo", "model.onnx")
 
 
@@ -37,6 +38,30 @@ def _narrow(a: np.ndarray) -> np.ndarray:
         if a.size == 0 or (a.min() >= info.min and a.max() <= info.max):
             return a.astype(dtype)
     return a.astype(np.int32)
+
+
+def _binary(a: np.ndarray) -> bool:
+    """An integer array of +-1 only (binary weights), stored one bit per value."""
+    return a.dtype.kind == "i" and a.size > 0 and bool(np.all(np.abs(a) == 1))
+
+
+def _pack(program: Program) -> tuple[dict, dict]:
+    """(arrays to write, {name: shape} of those packed): layer weights of +-1 only as bits (np.packbits of
+    w > 0, big-endian within a byte, row-major), every other integer array narrowed (`_narrow`)."""
+    weights = {name for s in program.steps if s["op"] == "layer" for name in s["weights"].values()}
+    out, packed = {}, {}
+    for k, v in program.arrays.items():
+        v = np.asarray(v)
+        if k in weights and _binary(v):
+            out[k], packed[k] = np.packbits(v.ravel() > 0), list(v.shape)
+        else:
+            out[k] = _narrow(v)
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}, packed
+
+
+def _unpack(a: np.ndarray, shape) -> np.ndarray:
+    bits = np.unpackbits(a)[:int(np.prod(shape))].reshape(shape)
+    return np.where(bits == 1, 1, -1).astype(np.int32)
 
 
 def stablehlo_bytes(program: Program) -> bytes:
@@ -55,10 +80,10 @@ def save(program: Program, out: str | Path) -> Path:
         raise ConfigError(f"export: out={out} exists and is not an empty directory; choose a new out=")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        arrays, packed = _pack(program)
         meta = {"format": FORMAT, "input_shape": list(program.input_shape), "layers": program.layers,
-                "steps": program.steps}
-        save_file({k: np.ascontiguousarray(_narrow(np.asarray(v))) for k, v in program.arrays.items()},
-                  str(Path(tmp) / "weights.safetensors"))
+                "packed": packed, "steps": program.steps}
+        save_file(arrays, str(Path(tmp) / "weights.safetensors"))
         (Path(tmp) / "model.stablehlo").write_bytes(stablehlo_bytes(program))
         if unsupported_reason(program) is None:
             (Path(tmp) / "model.onnx").write_bytes(to_onnx(program).SerializeToString())
@@ -77,9 +102,10 @@ def load(path: str | Path) -> Program:
     if not (path / "program.json").is_file() or not (path / "weights.safetensors").is_file():
         raise ConfigError(f"export.load: {path} holds no exported program (program.json and weights.safetensors)")
     meta = json.loads((path / "program.json").read_text())
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in READABLE:
         raise ConfigError(f"export.load: {path}/program.json has format {meta.get('format')!r}; expected {FORMAT!r}")
-    arrays = {k: (v.astype(np.int32) if v.dtype.kind == "i" else v)
+    packed = meta.get("packed", {})
+    arrays = {k: _unpack(v, packed[k]) if k in packed else (v.astype(np.int32) if v.dtype.kind == "i" else v)
               for k, v in load_file(str(path / "weights.safetensors")).items()}
     return Program(meta["steps"], arrays, tuple(meta["input_shape"]), meta["layers"])
 
