@@ -45,8 +45,15 @@ COMMON: dict[str, Key] = {
     "entry": Key(str, "the entry point that wrote the record: train, search, pann, power or export"),
     "completed": Key(bool, "the run did all it was configured to do (false: stopped early or diverged)"),
     "test_accuracy": Key(NUMBER, "test accuracy of the run's final network (null where there is none)", True),
-    "energy_pj": Key(NUMBER, "energy per example of that network, pJ (the cost engine's energy figure)", True),
+    "energy_pj": Key(NUMBER, "energy per example of that network, pJ: compute (the cost engine) plus, on an "
+                             "accelerator, data movement", True),
     "toggles": Key(NUMBER, "bit flips per example of that network's integer layers (null: not modelled)", True),
+    "energy_compute_pj": Key(NUMBER, "the arithmetic's part of energy_pj, pJ per example (the cost engine)", True,
+                             required=False),
+    "energy_memory_pj": Key(NUMBER, "data movement's part of energy_pj on the run's accelerator, pJ per example "
+                                    "(ZigZag; null: accelerator=none, the arithmetic alone)", True, required=False),
+    "latency_cycles": Key(NUMBER, "cycles per example on the run's accelerator, layers in sequence (ZigZag; null: "
+                                  "accelerator=none)", True, required=False),
     "wall_seconds": Key(NUMBER, "wall-clock seconds of the run's work, earlier processes of a resumed run included"),
     "seed": Key(int, "the run's seed"),
     "config_hash": Key(str, "SHA-256 (16 hex digits) of the resolved config, resume-exempt keys left out"),

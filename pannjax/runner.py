@@ -20,6 +20,7 @@ from pannjax.distributed import is_main
 from pannjax.errors import DivergenceError
 from pannjax.experiment import load_data, model_factory, seed_of, setup, stopped_record
 from pannjax.hw.report import NetworkReport, build_report
+from pannjax.hw.system import AcceleratorConfig
 from pannjax.nn import abstract_layers
 from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.results import write_results
@@ -41,12 +42,18 @@ def build_model_for(cfg: Mapping[str, Any], num_classes: int):
     return build(build_policy(cfg["quant"], cfg["op"], cfg.get("layers") or ()))
 
 
-def network_report(model, state, dataset) -> NetworkReport:
+def network_report(model, state, dataset, accelerator: AcceleratorConfig | None = None) -> NetworkReport:
     """The trained network's per-layer op counts and energy per example (`pannjax.hw.report`), from the
-    shapes of one input (no toggle simulation: cheap enough to write with every run)."""
+    shapes of one input (no toggle simulation: cheap enough to write with every run), with the data movement
+    on `accelerator` where one is given."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     sample = jax.ShapeDtypeStruct((1, *dataset.train_images.shape[1:]), jnp.float32)
-    return build_report(model, variables, sample, simulate=False)
+    return build_report(model, variables, sample, simulate=False, accelerator=accelerator)
+
+
+def accelerator_config(c: Mapping[str, Any]) -> AcceleratorConfig:
+    """The `accelerator` block as an `AcceleratorConfig` (one-line errors naming `accelerator.<key>`)."""
+    return build(AcceleratorConfig, c.get("accelerator") or {}, "accelerator")
 
 
 def run_train(cfg: DictConfig | Mapping, run_dir: str | Path) -> dict[str, Any]:
@@ -80,13 +87,15 @@ def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> d
         write_results(run_dir, "train", {**stopped_record(seed_of(c), time.perf_counter() - t0), "diverged": e.record,
                                          "data": c["data"]["name"], "model": c["model"]["name"]}, c)
         raise
-    report = network_report(model, state, dataset)
+    report = network_report(model, state, dataset, accelerator_config(c))
     if is_main():  # one writer in a multi-process run
         report.save(run_dir)
     results.update({
         "data": c["data"]["name"], "model": c["model"]["name"], "quant": c["quant"], "op": c["op"],
         "experiment": (c.get("experiment") or {}).get("name"), "process_seconds": time.perf_counter() - t0,
         "energy_pj": report.total_energy_pj, "toggles": report.totals()["toggles"], "macs": report.total_macs,
+        "energy_compute_pj": report.compute_energy_pj, "energy_memory_pj": report.memory_energy_pj,
+        "latency_cycles": report.latency_cycles,
         "prune": c.get("prune") or {"name": "none"}, "weight_sparsity": weight_sparsity(state.params),
     })
     results = write_results(run_dir, "train", results, c)

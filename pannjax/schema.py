@@ -34,6 +34,7 @@ from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingManda
 from pannjax.errors import ConfigError
 from pannjax.export.options import ExportOptions
 from pannjax.hw.study_options import PowerStudy
+from pannjax.hw.system import AcceleratorConfig
 from pannjax.pann.options import PannOptions
 from pannjax.distributed import DistributedConfig
 from pannjax.search.options import SearchRun
@@ -95,7 +96,8 @@ class Common:
     """Top-level keys of every entry point that trains: `overwrite` moves a previous run's files aside
     (`pannjax.rundir`), `plugins` are imported first (docs/extending.md), `objective` names the results.json
     key(s) returned to a Hydra sweeper (`pannjax.experiment.objective`), `distributed` runs one job over
-    several processes (`pannjax.distributed`)."""
+    several processes (`pannjax.distributed`), `accelerator` the accelerator whose data movement every energy
+    figure includes (`pannjax.hw.system`; `none`: the arithmetic alone)."""
 
     seed: int = 0
     overwrite: bool = False
@@ -103,6 +105,7 @@ class Common:
     objective: Any = dataclasses.field(default_factory=lambda: ["test_accuracy"])
     experiment: Any = None   # name, entry, columns, plot of a configs/experiment/*.yaml (scripts/reproduce.py)
     distributed: DistributedConfig = DistributedConfig()  # several processes / hosts (pannjax.distributed)
+    accelerator: AcceleratorConfig = AcceleratorConfig()  # data movement priced on it (pannjax.hw.system)
     data: Any = MISSING
     model: Any = MISSING
 

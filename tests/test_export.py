@@ -211,14 +211,16 @@ def test_export_reloads_with_the_reported_accuracy(runs, combo, convert):
         from safetensors.numpy import load_file
 
         stored = load_file(str(program_dir / "weights.safetensors"))
-        assert len(meta["packed"]) == 2 and all(stored[k].dtype == np.uint8 and stored[k].size == -(-np.prod(shape) // 8)
-                                                for k, shape in meta["packed"].items())
+        assert len(meta["packed"]) == 2
+        assert all(stored[k].dtype == np.uint8 and stored[k].size == -(-np.prod(shape) // 8)
+                   for k, shape in meta["packed"].items())
     from pannjax.data import load_dataset
 
     images = np.asarray(load_dataset("digits").test_images[:64], np.float32)
     if combo in _FRESH:  # a fresh process: nothing of this one's state is needed
         np.save(tmp / "images.npy", images)
-        script = _RELOAD + "import sys\nnp.save(sys.argv[3], codes(sys.argv[1], np.load(sys.argv[2]), sys.argv[4] == '1'))"
+        script = _RELOAD + ("import sys\n"
+                            "np.save(sys.argv[3], codes(sys.argv[1], np.load(sys.argv[2]), sys.argv[4] == '1'))")
         subprocess.run([sys.executable, "-c", script, str(program_dir), str(tmp / "images.npy"),
                         str(tmp / "codes.npy"), "1" if onnx else "0"], check=True, capture_output=True)
         reloaded = np.load(tmp / "codes.npy")

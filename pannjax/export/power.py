@@ -55,7 +55,8 @@ def run_program_power(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, 
         totals = report.totals()
         results = {
             "mode": "network", "completed": True, "test_accuracy": net.test_accuracy,
-            "energy_pj": report.total_energy_pj, "toggles": totals["toggles"], "checkpoint": str(source), "program": str(net.program_dir),
+            "energy_pj": report.total_energy_pj, "toggles": totals["toggles"], "checkpoint": str(source),
+            "program": str(net.program_dir),
             "acc_bits": acc_bits, "images": int(len(batch)), "data": net.dataset.name,
             "layers": [{k: row[k] for k in ("layer", "operator", "bits", "macs", "toggles", "toggles_per_mac_analytic",
                                             "toggles_per_mac_simulated", "energy_pJ")} for row in report.rows()],

@@ -31,6 +31,7 @@ from pannjax.hw.bitflips import OperandStats
 from pannjax.hw.cost import LayerCost, Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
 from pannjax.hw.gates.model import ACCUMULATION_GROUPS
+from pannjax.hw.system import OPERANDS, AcceleratorConfig, MemoryCost, memory_cost
 from pannjax.hw.toggles import unit_op_arguments, unit_op_toggles, unit_toggles
 from pannjax.hw.units import OpCount
 
@@ -48,6 +49,7 @@ class LayerPower:
     toggles_gates_uniform: float | None = None  # gate model on uniform codes, per MAC: the simulator's reference
     accumulator: AccumulatorWidth | None = None  # worst-case / observed widths (`pannjax.hw.accumulator`)
     cost_acc32: LayerCost | None = None  # with acc_bits="auto": the same layer priced at a 32-bit accumulator
+    memory: MemoryCost | None = None  # data movement on the report's accelerator (`pannjax.hw.system`)
 
     def __getattr__(self, name):  # path, kind, operator, formats, macs, fan_in, energy_pj, units ...
         if name.startswith("__"):
@@ -65,6 +67,15 @@ class LayerPower:
         return None if comps is None else {k: v / max(self.cost.macs, 1) for k, v in comps.items()}
 
     @property
+    def energy_memory_pj(self) -> float | None:
+        return None if self.memory is None else self.memory.energy_pj
+
+    @property
+    def energy_total_pj(self) -> float:
+        """Compute (the cost engine) plus data movement (the accelerator's memories, where one is given)."""
+        return self.cost.energy_pj + (self.energy_memory_pj or 0.0)
+
+    @property
     def energy_activity_pj(self) -> float | None:
         """Table energy x simulated / gate-model-on-uniform-codes toggles of the simulated units (both count
         the same gates): the activity of the real streams relative to the random codes the table assumes."""
@@ -80,10 +91,26 @@ class NetworkReport:
     technology: str
     acc_bits: int | str  # a width for every layer, or "auto" (each layer's worst-case width)
     batch_size: int | None
+    accelerator: str | None = None  # the accelerator data movement is priced on (None: arithmetic only)
 
     @property
     def total_energy_pj(self) -> float:
+        """Energy per example: compute plus, on an accelerator, data movement."""
+        return float(sum(l.energy_total_pj for l in self.layers))
+
+    @property
+    def compute_energy_pj(self) -> float:
         return float(sum(l.energy_pj for l in self.layers))
+
+    @property
+    def memory_energy_pj(self) -> float | None:
+        """Data movement per example (None: no accelerator, the arithmetic alone)."""
+        return None if self.accelerator is None else float(sum(l.energy_memory_pj for l in self.layers))
+
+    @property
+    def latency_cycles(self) -> float | None:
+        """Cycles per example, layers run one after the other (None: no accelerator)."""
+        return None if self.accelerator is None else float(sum(l.memory.latency_cycles for l in self.layers))
 
     @property
     def total_macs(self) -> int:
@@ -108,9 +135,15 @@ class NetworkReport:
                 "acc_share_simulated": None if l.toggles_simulated is None else
                     sum(l.toggles_simulated.get(g, 0.0) for g in ACCUMULATION_GROUPS)
                     / max(l.toggles_simulated["total"], 1e-12),
-                "energy_pJ": l.energy_pj,
+                "energy_pJ": l.energy_total_pj,
+                "energy_compute_pJ": l.energy_pj,
+                "energy_memory_pJ": l.energy_memory_pj,
+                **{f"energy_memory_{op}_pJ": None if l.memory is None else l.memory.operand_energy.get(op, 0.0)
+                   for op in OPERANDS},
+                "latency_cycles": None if l.memory is None else l.memory.latency_cycles,
+                "utilization": None if l.memory is None else l.memory.utilization,
                 "energy_activity_pJ": l.energy_activity_pj,
-                "share": l.energy_pj / total,
+                "share": l.energy_total_pj / total,
                 "acc_bits_worst": None if l.accumulator is None else l.accumulator.worst,
                 "acc_bits_observed": None if l.accumulator is None else l.accumulator.observed,
             })
@@ -120,6 +153,9 @@ class NetworkReport:
         act = [l.energy_activity_pj for l in self.layers]
         counted = [l.toggles for l in self.layers if l.toggles is not None]
         return {"macs": self.total_macs, "energy_pJ": self.total_energy_pj,
+                "energy_compute_pJ": self.compute_energy_pj, "energy_memory_pJ": self.memory_energy_pj,
+                "latency_cycles": self.latency_cycles,
+                "accelerator": self.accelerator,
                 "toggles": float(sum(counted)) if counted else None,
                 "toggle_model": self.layers[0].toggle_model if self.layers else None,
                 "energy_activity_pJ": float(sum(a for a in act if a is not None)) if any(a is not None for a in act) else None,
@@ -141,16 +177,17 @@ class NetworkReport:
     def as_dict(self) -> dict[str, Any]:
         return {"layers": self.rows(), "totals": self.totals(),
                 "components": {l.path: {"analytic": l.toggles_analytic, "analytic_measured": l.toggles_analytic_measured,
-                                        "simulated": l.toggles_simulated, "simulated_macs": l.simulated_macs}
+                                        "simulated": l.toggles_simulated, "simulated_macs": l.simulated_macs,
+                                        "memory": None if l.memory is None else dataclasses.asdict(l.memory)}
                                for l in self.layers}}
 
     def format_table(self) -> str:
         """A readable fixed-width table (per example) with a totals line."""
         cols = [("layer", 28, "s"), ("operator", 8, "s"), ("bits", 20, "s"), ("macs", 11, "d"),
                 ("toggles_per_mac_analytic", 8, ".2f"), ("toggles_per_mac_simulated", 8, ".2f"),
-                ("energy_pJ", 12, ".1f"), ("share", 7, ".1%")]
-        heads = ["layer", "operator", "bits", "MACs", "tog/MAC", "tog/MAC", "energy pJ", "share"]
-        heads2 = ["", "", "", "", "analytic", "simul.", "", ""]
+                ("energy_compute_pJ", 12, ".1f"), ("energy_memory_pJ", 12, ".1f"), ("share", 7, ".1%")]
+        heads = ["layer", "operator", "bits", "MACs", "tog/MAC", "tog/MAC", "compute pJ", "memory pJ", "share"]
+        heads2 = ["", "", "", "", "analytic", "simul.", "", "", ""]
 
         def fmt(v, w, f):
             if v is None:
@@ -166,7 +203,10 @@ class NetworkReport:
         t = self.totals()
         lines.append(f"total: {t['macs']:,} MACs, {t['energy_pJ']:.1f} pJ per example "
                      f"({t['energy_pJ'] / 1e6:.4f} uJ; {self.technology} table {Path(self.table_path).name})"
-                     + (f"; activity-scaled {t['energy_activity_pJ']:.1f} pJ" if t["energy_activity_pJ"] else ""))
+                     + (f"; activity-scaled {t['energy_activity_pJ']:.1f} pJ" if t["energy_activity_pJ"] else "")
+                     + ("" if self.accelerator is None else
+                        f"; on {self.accelerator}: compute {t['energy_compute_pJ']:.1f} + memory "
+                        f"{t['energy_memory_pJ']:.1f} pJ, {t['latency_cycles']:.0f} cycles"))
         return "\n".join(lines)
 
     def save(self, out_dir: str | Path, stem: str = "power_report") -> dict[str, Path]:
@@ -273,7 +313,7 @@ def _priced_at_least(layer, pricing: Pricing, bits: int) -> LayerCost:
 def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTable | str | None = None,
                  simulate: bool | None = None, max_sim_macs: int | None = 1 << 21, seed: int = 0,
                  toggle_model: str = "gates", layer_inputs: Mapping[str, np.ndarray] | None = None,
-                 **call_kwargs) -> NetworkReport:
+                 accelerator: AcceleratorConfig | None = None, **call_kwargs) -> NetworkReport:
     """Per-layer report of `model` (a Flax module built from pannjax.nn layers) with `variables`.
 
     `x`: a real input batch (array) or a `jax.ShapeDtypeStruct`; with a real batch (and `simulate` not
@@ -285,13 +325,15 @@ def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTab
     Every row reports the worst-case width and, given a real batch, the width that batch used.
     `layer_inputs` ({layer path: integer input codes of `x`}): the operand streams to simulate instead of
     the codes the fake-quant forward captures -- e.g. those the exported integer program computes
-    (`pannjax.export.layer_inputs`)."""
+    (`pannjax.export.layer_inputs`). `accelerator` (not `none`): each layer's data movement on it, by ZigZag
+    (`pannjax.hw.system.memory_cost`), added to its compute energy."""
     from pannjax.nn import bound_layers  # model-facing glue; pannjax.hw itself imports no Flax
 
     auto = acc_bits == "auto"
     if not auto and (isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 2 <= acc_bits <= 64):
         raise ConfigError(f"acc_bits={acc_bits!r}: expected an accumulator width in 2..64 bits or auto")
     pricing = Pricing.make(table, toggle_model, 32 if auto else acc_bits)
+    on_accelerator = accelerator is not None and accelerator.enabled
     real = isinstance(x, (np.ndarray, jax.Array))
     simulate = real if simulate is None else simulate
     if simulate and not real:
@@ -306,6 +348,8 @@ def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTab
         given = None if layer_inputs is None else layer_inputs.get(layer.path)
         simulated, measured, n, uniform = _simulate_layer(layer, cost, toggle_model, max_sim_macs, seed + i, given) \
             if simulate else (None, None, 0, None)
-        layers.append(LayerPower(cost, measured, simulated, n, uniform, width, cost_at_b if auto else None))
+        memory = memory_cost(layer, accelerator, cost.acc_bits) if on_accelerator else None
+        layers.append(LayerPower(cost, measured, simulated, n, uniform, width, cost_at_b if auto else None, memory))
     batch = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else None
-    return NetworkReport(tuple(layers), pricing.table.path, pricing.table.technology, acc_bits, batch)
+    return NetworkReport(tuple(layers), pricing.table.path, pricing.table.technology, acc_bits, batch,
+                         accelerator.name if on_accelerator else None)

@@ -82,6 +82,9 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
     """Search, derive, retrain, report (see module docstring); writes and returns results.json's record.
     `on_trace` is called whenever the search step is traced (tests check it runs once)."""
     c = setup(cfg, "search")
+    if (c.get("accelerator") or {}).get("name", "none") != "none":
+        raise ConfigError(f"accelerator={c['accelerator']['name']}: experiments/search.py prices its candidates by "
+                          "their arithmetic (search.energy_table), without data movement; use accelerator=none")
     run_dir = Path(run_dir)
     scfg, run = search_config(c["search"]), search_run(c["search"])
     trainer = trainer_config(c["trainer"])

@@ -1,0 +1,264 @@
+"""System energy: a layer's data movement through an accelerator's memory hierarchy, by ZigZag.
+
+The cost engine (`pannjax.hw.cost`) prices a layer's arithmetic. On a real accelerator moving weights,
+activations and partial sums between DRAM, on-chip SRAM and register files often costs more. ZigZag
+(Mei et al., "ZigZag: Enlarging Joint Architecture-Mapping Design Space Exploration for DNN
+Accelerators", IEEE Trans. Computers 70(8), 2021; `zigzag-dse`) searches the temporal mapping of a layer
+onto an accelerator description (memory levels with their per-access energies and bandwidths, a PE
+array, a spatial mapping) and counts every memory access per operand and level:
+
+    E_memory = sum over operands W, I, O and their memory levels l of
+               reads(l) * e_read(l) + writes(l) * e_write(l)            (accesses in words of the port width)
+    E_layer  = E_compute + E_memory
+
+E_compute is the cost engine's energy of the layer's own operator (MAC, shift-add, additions, XNOR ...),
+not ZigZag's per-MAC constant: ZigZag's digital compute term is unit_energy x MACs, independent of the
+mapping, so handing it the engine's E_compute / MACs as unit_energy gives the same total and the same
+mapping (`zigzag_hardware` writes that file; a test compares).
+
+A layer becomes a ZigZag workload (`layer_workload`): convolutions as B, K, C, OY, OX, FY, FX loops (with
+G for grouped and depthwise ones), dense layers as B, K, C; operand precisions from the layer's formats
+(W: weight bits, I: activation bits, O: the accumulator width B for partial sums, O_final: the
+activation width the output is requantised to). ZigZag models dense tensors: a pruned layer's compute is
+priced at its density by the engine, its weight traffic as dense.
+
+Results are cached by (workload, accelerator files, search options, ZigZag version): in memory and as
+one JSON file per layer in `cache_dir`, so a network, a sweep or an ENOS table maps every distinct layer
+once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pannjax.errors import ConfigError
+
+log = logging.getLogger(__name__)
+ACCELERATORS_DIR = Path(__file__).resolve().parents[2] / "configs" / "accelerator"
+OPERANDS = ("W", "I", "O")
+_MEMORY: dict[str, dict] = {}  # cache key -> result
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceleratorConfig:
+    """The accelerator energies are reported on (`accelerator=` of every entry point). `none`: the
+    arithmetic alone. Otherwise ZigZag files: `hardware` and `mapping` (relative to configs/accelerator/),
+    the mapping search's `lpf_limit` (LOMA's loop prime factor limit: higher searches more temporal
+    mappings) and `spatial_mappings` (how many spatial mappings ZigZag generates where the mapping file
+    fixes none), `cache_dir` for mapped layers ("" = $XDG_CACHE_HOME/pannjax/zigzag)."""
+
+    name: str = "none"
+    hardware: str = ""
+    mapping: str = ""
+    source: str = ""
+    lpf_limit: int = 4
+    spatial_mappings: int = 3
+    cache_dir: str = ""
+
+    def __post_init__(self):
+        if self.name == "none":
+            return
+        for key in ("hardware", "mapping"):
+            if not getattr(self, key) or not self.path(key).is_file():
+                raise ConfigError(f"accelerator.{key}={getattr(self, key)!r}: no ZigZag {key} file there (relative "
+                                  f"to {ACCELERATORS_DIR}); choose accelerator=edge or give an existing file")
+        for key in ("lpf_limit", "spatial_mappings"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"accelerator.{key}={value!r}: expected a whole number >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.name != "none"
+
+    def path(self, key: str) -> Path:
+        p = Path(getattr(self, key))
+        return p if p.is_absolute() else ACCELERATORS_DIR / p
+
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pannjax" / "zigzag"
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryCost:
+    """One layer's data movement on an accelerator (per example): energy per operand and memory level
+    (pJ), word accesses per operand and level (reads and writes), latency in cycles and the PE array's
+    utilisation, as ZigZag's cost model gives them for the best (least energy) mapping it found."""
+
+    energy_pj: float
+    energy_by_operand: dict[str, dict[str, float]]   # operand -> level -> pJ
+    accesses: dict[str, dict[str, dict[str, int]]]   # operand -> level -> ZigZag's direction -> words
+    latency_cycles: float
+    utilization: float
+    padded_to_bytes: bool = False  # mapped with W and I moved as bytes (`_map`)
+
+    @property
+    def operand_energy(self) -> dict[str, float]:
+        return {op: float(sum(levels.values())) for op, levels in self.energy_by_operand.items()}
+
+    @property
+    def level_energy(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for levels in self.energy_by_operand.values():
+            for level, e in levels.items():
+                out[level] = out.get(level, 0.0) + e
+        return out
+
+
+def _bits(fmt: Any) -> int:
+    return int(getattr(fmt, "bits", 32) or 32)
+
+
+def _pads(layer) -> list[list[int]]:
+    """Explicit (lo, hi) pads of a convolution: (rows, columns)."""
+    padding = layer.padding
+    if isinstance(padding, str):
+        import jax
+
+        padding = jax.lax.padtype_to_pads(tuple(layer.input_shape[1:3]), tuple(layer.kernel_shape[:2]),
+                                          tuple(layer.strides), padding)
+    return [[int(a), int(b)] for a, b in padding]
+
+
+def layer_workload(layer, acc_bits: int) -> dict:
+    """The ZigZag workload of one example through `layer` (a bound layer: kind, shapes, strides, padding,
+    groups, x_format, w_format), partial sums at `acc_bits`."""
+    precision = {"W": _bits(layer.w_format), "I": _bits(layer.x_format), "O": int(acc_bits),
+                 "O_final": _bits(layer.x_format)}
+    base = {"id": 0, "name": layer.path, "operand_precision": precision, "operand_source": {"I": 0, "W": 0}}
+    if layer.kind == "dense":
+        c, k = layer.kernel_shape[-2], layer.kernel_shape[-1]
+        return {**base, "operator_type": "Gemm", "equation": "O[b][k]+=W[k][c]*I[b][c]",
+                "loop_dims": ["B", "K", "C"], "loop_sizes": [1, int(k), int(c)]}
+    kh, kw, cg, co = (int(v) for v in layer.kernel_shape)
+    ho, wo = (int(v) for v in layer.output_shape[1:3])
+    sh, sw = (int(v) for v in layer.strides)
+    g = int(layer.groups)
+    pads = _pads(layer)
+    conv = {**base, "operator_type": "Conv", "dimension_relations": [f"ix={sw}*ox+1*fx", f"iy={sh}*oy+1*fy"],
+            "pr_loop_dims": ["IX", "IY"], "padding": [pads[1], pads[0]]}
+    if g == 1:
+        return {**conv, "equation": "O[b][k][oy][ox]+=W[k][c][fy][fx]*I[b][c][iy][ix]",
+                "loop_dims": ["B", "K", "C", "OY", "OX", "FY", "FX"], "loop_sizes": [1, co, cg, ho, wo, kh, kw]}
+    return {**conv, "equation": "O[b][g][k][oy][ox]+=W[g][k][c][fy][fx]*I[b][g][c][iy][ix]",
+            "loop_dims": ["B", "G", "K", "C", "OY", "OX", "FY", "FX"],
+            "loop_sizes": [1, g, co // g, cg, ho, wo, kh, kw]}
+
+
+def zigzag_hardware(accelerator: AcceleratorConfig, unit_energy_pj: float | None, out: Path) -> Path:
+    """The accelerator's ZigZag hardware file, its PE array's per-operation energy set to `unit_energy_pj`
+    where given (written to `out`)."""
+    data = yaml.safe_load(accelerator.path("hardware").read_text())
+    if unit_energy_pj is not None:
+        data["operational_array"]["unit_energy"] = float(unit_energy_pj)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def _key(workload: dict, accelerator: AcceleratorConfig) -> str:
+    from importlib.metadata import version
+
+    parts = {"workload": {k: v for k, v in workload.items() if k not in ("id", "name")},
+             "hardware": hashlib.sha256(accelerator.path("hardware").read_bytes()).hexdigest(),
+             "mapping": hashlib.sha256(accelerator.path("mapping").read_bytes()).hexdigest(),
+             "lpf_limit": accelerator.lpf_limit, "spatial_mappings": accelerator.spatial_mappings,
+             "zigzag": version("zigzag-dse")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def run_zigzag(workload: dict, hardware: Path, accelerator: AcceleratorConfig):
+    """ZigZag's best-energy cost model evaluation of one workload (its own API, quietly)."""
+    from zigzag.api import get_hardware_performance_zigzag
+
+    root = logging.getLogger()
+    quiet = logging.NullHandler()
+    root.addHandler(quiet)  # ZigZag calls logging.basicConfig: a handler present makes that a no-op
+    zz = logging.getLogger("zigzag")
+    level = zz.level
+    zz.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pannjax-zigzag-") as tmp:
+            _, _, cmes = get_hardware_performance_zigzag(
+                [workload], str(hardware), str(accelerator.path("mapping")), opt="energy", dump_folder=tmp,
+                lpf_limit=accelerator.lpf_limit, nb_spatial_mappings_generated=accelerator.spatial_mappings,
+                loma_show_progress_bar=False)
+    except ValueError as e:  # ZigZag's validation of the files: one line naming them
+        if "Failed to validate" not in str(e):
+            raise
+        raise ConfigError(f"accelerator {accelerator.name}: ZigZag refuses {hardware.name} or "
+                          f"{accelerator.mapping}: {str(e).splitlines()[0][:300]}") from None
+    finally:
+        root.removeHandler(quiet)
+        zz.setLevel(level)
+    return cmes[0][1][0][0]  # (network sum, [(layer evaluation, extra)])
+
+
+def _memory_cost(cme) -> dict:
+    """The JSON-able memory figures of a ZigZag cost model evaluation."""
+    hierarchy = cme.accelerator.memory_hierarchy
+    energy, accesses = {}, {}
+    for layer_op, per_level in cme.mem_energy_breakdown.items():
+        mem_op = cme.layer.memory_operand_links.layer_to_mem_op(layer_op)
+        names = [level.name for level in hierarchy.get_memory_levels(mem_op=mem_op)]
+        op = str(layer_op)
+        energy[op] = {names[i]: float(e) for i, e in enumerate(per_level)}
+        accesses[op] = {}
+        for i, moves in enumerate(cme.memory_word_access[layer_op]):
+            accesses[op][names[i]] = {str(direction): int(n) for direction, n in moves.data.items()}
+    return {"energy_pj": float(cme.mem_energy), "energy_by_operand": energy, "accesses": accesses,
+            "latency_cycles": float(cme.latency_total2), "utilization": float(cme.mac_utilization2)}
+
+
+def _map(path: str, workload: dict, accelerator: AcceleratorConfig) -> dict:
+    """ZigZag's memory figures of `workload`. Where its temporal mapping search finds no loop order for
+    operands narrower than a byte (seen: 4-bit weights of a dense layer in the 8-bit weight register), the
+    layer is mapped again with W and I moved as bytes, and the result says so (`padded_to_bytes`)."""
+    from zigzag.opt.loma.engine import NoValidLoopOrderingFoundException
+
+    with tempfile.TemporaryDirectory(prefix="pannjax-hw-") as tmp:
+        hardware = zigzag_hardware(accelerator, None, Path(tmp) / "hw.yaml")
+        try:
+            return {**_memory_cost(run_zigzag(workload, hardware, accelerator)), "padded_to_bytes": False}
+        except NoValidLoopOrderingFoundException:
+            precision = workload["operand_precision"]
+            if min(precision["W"], precision["I"]) >= 8:
+                raise ConfigError(f"layer {path}: ZigZag finds no mapping on accelerator {accelerator.name} "
+                                  f"(operand precision {precision}); try a larger accelerator.lpf_limit") from None
+            log.warning("layer %s: ZigZag maps no %d-bit W / %d-bit I loop order on %s; its data movement is "
+                        "priced with them moved as bytes", path, precision["W"], precision["I"], accelerator.name)
+            wide = {**workload, "operand_precision": {**precision, "W": max(8, precision["W"]),
+                                                      "I": max(8, precision["I"])}}
+            return {**_memory_cost(run_zigzag(wide, hardware, accelerator)), "padded_to_bytes": True}
+
+
+def memory_cost(layer, accelerator: AcceleratorConfig, acc_bits: int) -> MemoryCost:
+    """The data movement of one example through `layer` on `accelerator` (cached; module docstring)."""
+    if not accelerator.enabled:
+        raise ConfigError("memory_cost: accelerator=none has no memory hierarchy")
+    workload = layer_workload(layer, acc_bits)
+    key = _key(workload, accelerator)
+    if key not in _MEMORY:
+        path = accelerator.cache_path() / f"{key}.json"
+        try:
+            _MEMORY[key] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):  # not mapped yet, or a torn file: map it (again)
+            _MEMORY[key] = _map(layer.path, workload, accelerator)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp_path = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp_path.write_text(json.dumps(_MEMORY[key]))
+            os.replace(tmp_path, path)  # atomic: a concurrent run reads the old file or the new one
+    return MemoryCost(**_MEMORY[key])
+
+
+__all__ = ["AcceleratorConfig", "MemoryCost", "layer_workload", "memory_cost", "run_zigzag", "zigzag_hardware"]

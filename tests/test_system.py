@@ -1,0 +1,158 @@
+"""System energy (pannjax.hw.system): a layer's data movement through an accelerator's memories, by ZigZag,
+added to the cost engine's compute energy; checked against a hand count and against ZigZag run directly."""
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from pannjax.errors import ConfigError
+from pannjax.hw import system
+from pannjax.hw.system import AcceleratorConfig, layer_workload, memory_cost, run_zigzag, zigzag_hardware
+from pannjax.numerics import NumberFormat
+from pannjax.runner import run_train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: one PE; an 8-bit weight register, a 32-bit output register, and DRAM behind an 8-bit port
+TINY = {
+    "name": "tiny",
+    "memories": {
+        "reg_w": {"size": 8, "r_cost": 0.5, "w_cost": 0.7, "area": 0, "latency": 1, "operands": ["I2"],
+                  "ports": [{"name": "r_port_1", "type": "read", "bandwidth_min": 8, "bandwidth_max": 8,
+                             "allocation": ["I2, tl"]},
+                            {"name": "w_port_1", "type": "write", "bandwidth_min": 8, "bandwidth_max": 8,
+                             "allocation": ["I2, fh"]}], "served_dimensions": []},
+        "reg_o": {"size": 32, "r_cost": 1.0, "w_cost": 1.5, "area": 0, "latency": 1, "operands": ["O"],
+                  "ports": [{"name": "r_port_1", "type": "read", "bandwidth_min": 32, "bandwidth_max": 32,
+                             "allocation": ["O, tl", "O, th"]},
+                            {"name": "w_port_1", "type": "write", "bandwidth_min": 32, "bandwidth_max": 32,
+                             "allocation": ["O, fh", "O, fl"]}], "served_dimensions": []},
+        "dram": {"size": 10_000_000, "r_cost": 100, "w_cost": 120, "area": 0, "latency": 1,
+                 "operands": ["I1", "I2", "O"],
+                 "ports": [{"name": "rw_port_1", "type": "read_write", "bandwidth_min": 8, "bandwidth_max": 8,
+                            "allocation": ["I1, fh", "I1, tl", "I2, fh", "I2, tl", "O, fh", "O, tl", "O, fl",
+                                           "O, th"]}], "served_dimensions": ["D1"]},
+    },
+    "operational_array": {"unit_energy": 0.25, "unit_area": 1, "dimensions": ["D1"], "sizes": [1]},
+}
+#: the loops fixed: input channels innermost, then output channels
+TINY_MAPPING = [{"name": "default", "spatial_mapping": {"D1": ["K, 1"]}, "temporal_ordering": [["C", 3], ["K", 2]],
+                 "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dense:
+    path: str = "fc"
+    kind: str = "dense"
+    kernel_shape: tuple = (3, 2)  # C = 3 inputs, K = 2 outputs
+    x_format: NumberFormat = NumberFormat("int", 8, True)
+    w_format: NumberFormat = NumberFormat("int", 8, True)
+
+
+def _tiny(tmp_path) -> AcceleratorConfig:
+    (tmp_path / "hw.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))  # memories listed lowest first
+    (tmp_path / "map.yaml").write_text(yaml.safe_dump(TINY_MAPPING))
+    return AcceleratorConfig("tiny", str(tmp_path / "hw.yaml"), str(tmp_path / "map.yaml"), lpf_limit=2,
+                             cache_dir=str(tmp_path / "cache"))
+
+
+def test_data_movement_of_a_fixed_mapping_is_the_hand_count(tmp_path, monkeypatch):
+    """y_k = sum_c w_kc x_c, K = 2, C = 3, loops C inside K, one PE. By hand, in words of each port:
+    W: each weight read once from DRAM (6), written once into its register (6), read once by the MAC (6);
+    I: no register, each MAC reads its input from DRAM (6); O: every MAC reads the partial sum from the
+    output register and writes it back (6 + 6; ZigZag reads the zero start too), each output is read once
+    towards DRAM (2) and written there (2: 8-bit outputs, one word each). Energy = accesses x the file's
+    per-access energies."""
+    monkeypatch.setattr(system, "_MEMORY", {})
+    m = memory_cost(_Dense(), _tiny(tmp_path), acc_bits=32)
+    assert m.accesses["W"]["reg_w"] == {"rd_out_to_low": 6, "wr_in_by_low": 0, "rd_out_to_high": 0, "wr_in_by_high": 6}
+    assert m.accesses["W"]["dram"]["rd_out_to_low"] == 6 and m.accesses["I"]["dram"]["rd_out_to_low"] == 6
+    assert m.accesses["O"]["reg_o"] == {"rd_out_to_low": 6, "wr_in_by_low": 6, "rd_out_to_high": 2, "wr_in_by_high": 0}
+    assert m.accesses["O"]["dram"]["wr_in_by_low"] == 2
+    hand = {"W": {"reg_w": 6 * 0.7 + 6 * 0.5, "dram": 6 * 100}, "I": {"dram": 6 * 100},
+            "O": {"reg_o": 6 * 1.5 + 6 * 1.0 + 2 * 1.0, "dram": 2 * 120}}
+    for op, levels in hand.items():
+        assert m.energy_by_operand[op] == pytest.approx(levels, rel=1e-12)
+    assert m.energy_pj == pytest.approx(sum(sum(v.values()) for v in hand.values()), rel=1e-12)
+    assert m.latency_cycles >= 6 and 0 < m.utilization <= 1
+
+
+def test_mapped_layers_are_cached_in_memory_and_on_disk(tmp_path, monkeypatch):
+    accelerator = _tiny(tmp_path)
+    monkeypatch.setattr(system, "_MEMORY", {})
+    first = memory_cost(_Dense(), accelerator, 32)
+    monkeypatch.setattr(system, "_MEMORY", {})  # a new process: only the disk cache is left
+
+    def no_zigzag(*a, **k):
+        raise AssertionError("mapped again")
+
+    monkeypatch.setattr(system, "run_zigzag", no_zigzag)
+    assert memory_cost(_Dense(), accelerator, 32) == first
+    files = list((tmp_path / "cache").glob("*.json"))
+    assert len(files) == 1
+    files[0].write_text('{"energy_pj": 1')  # a torn file is mapped again
+    monkeypatch.setattr(system, "_MEMORY", {})
+    with pytest.raises(AssertionError, match="mapped again"):
+        memory_cost(_Dense(), accelerator, 32)
+    other = dataclasses.replace(_Dense(), kernel_shape=(4, 2))  # another shape is another key
+    assert system._key(layer_workload(other, 32), accelerator) != system._key(layer_workload(_Dense(), 32), accelerator)
+
+
+def test_training_on_the_edge_accelerator_reports_zigzags_figures(tmp_path, monkeypatch):
+    """experiments/train.py accelerator=edge: per layer compute + memory = the total, the layers sum to
+    results.json's energy_pj, and one layer's figures are ZigZag's own, run directly on that layer with the
+    cost engine's energy per MAC as the PE array's unit energy."""
+    monkeypatch.setattr(system, "_MEMORY", {})
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["accelerator=edge", f"accelerator.cache_dir={tmp_path / 'cache'}",
+                                          "accelerator.lpf_limit=2", "quant=uniform", "trainer.epochs=1",
+                                          "trainer.progress=false", "model.width=4"])
+    res = run_train(cfg, tmp_path / "run")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "power_report.csv")))
+    for row in rows:
+        compute, memory = float(row["energy_compute_pJ"]), float(row["energy_memory_pJ"])
+        assert float(row["energy_pJ"]) == pytest.approx(compute + memory)
+        assert float(row["energy_memory_pJ"]) == pytest.approx(sum(float(row[f"energy_memory_{op}_pJ"])
+                                                                   for op in "WIO"))
+    assert res["energy_pj"] == pytest.approx(sum(float(r["energy_pJ"]) for r in rows))
+    assert res["energy_pj"] == pytest.approx(res["energy_compute_pj"] + res["energy_memory_pj"])
+    assert res["energy_memory_pj"] > res["energy_compute_pj"] > 0 and res["latency_cycles"] > 0
+
+    report = json.loads((tmp_path / "run" / "power_report.json").read_text())
+    row = next(r for r in rows if r["layer"] == "conv1")
+    from pannjax.nn import abstract_layers  # the layer as the report saw it
+    from pannjax.runner import accelerator_config, build_model_for
+
+    import jax
+    import jax.numpy as jnp
+
+    model = build_model_for(cfg, 10)
+    layer = next(l for l in abstract_layers(model, jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32), train=False)
+                 if l.path == "conv1")
+    accelerator = accelerator_config(cfg)
+    hardware = zigzag_hardware(accelerator, float(row["energy_compute_pJ"]) / int(row["macs"]), tmp_path / "hw.yaml")
+    cme = run_zigzag(layer_workload(layer, 32), hardware, accelerator)
+    assert float(row["energy_pJ"]) == pytest.approx(cme.energy_total, rel=1e-9)
+    assert float(row["energy_memory_pJ"]) == pytest.approx(cme.mem_energy, rel=1e-9)
+    assert float(row["latency_cycles"]) == cme.latency_total2
+    memory = report["components"]["conv1"]["memory"]
+    assert {op: sum(levels.values()) for op, levels in memory["energy_by_operand"].items()} == pytest.approx(
+        {str(op): sum(v) for op, v in cme.mem_energy_breakdown.items()})
+
+
+def test_bad_accelerator_options_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"accelerator.hardware='nope.yaml': no ZigZag hardware file"):
+        AcceleratorConfig("mine", "nope.yaml", "zigzag/edge.mapping.yaml")
+    with pytest.raises(ConfigError, match=r"accelerator.lpf_limit=0: expected a whole number >= 1"):
+        AcceleratorConfig("edge", "zigzag/edge.hardware.yaml", "zigzag/edge.mapping.yaml", lpf_limit=0)
+    from pannjax.search.runner import run_search_experiment
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("search", overrides=["accelerator.name=edge"])
+    with pytest.raises(ConfigError, match="accelerator=edge: experiments/search.py prices its candidates"):
+        run_search_experiment(cfg, tmp_path / "s")
