@@ -122,6 +122,7 @@ def test_training_on_the_edge_accelerator_reports_zigzags_figures(tmp_path, monk
     assert res["energy_pj"] == pytest.approx(sum(float(r["energy_pJ"]) for r in rows))
     assert res["energy_pj"] == pytest.approx(res["energy_compute_pj"] + res["energy_memory_pj"])
     assert res["energy_memory_pj"] > res["energy_compute_pj"] > 0 and res["latency_cycles"] > 0
+    assert (tmp_path / "run" / "power_report.png").stat().st_size > 10_000  # the stacked bars
 
     report = json.loads((tmp_path / "run" / "power_report.json").read_text())
     row = next(r for r in rows if r["layer"] == "conv1")

@@ -209,8 +209,34 @@ class NetworkReport:
                         f"{t['energy_memory_pJ']:.1f} pJ, {t['latency_cycles']:.0f} cycles"))
         return "\n".join(lines)
 
+    def plot(self, path: str | Path) -> Path:
+        """Energy per example of every layer as a stacked bar: compute, then data movement of W, I and O."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.rows()
+        names = [r["layer"] for r in rows]
+        parts = [("compute", [r["energy_compute_pJ"] for r in rows])] + [
+            (f"memory {op}", [r[f"energy_memory_{op}_pJ"] or 0.0 for r in rows]) for op in OPERANDS]
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rows)), 4.0))
+        bottom = [0.0] * len(rows)
+        for label, values in parts:
+            ax.bar(names, values, bottom=bottom, label=label)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_ylabel("energy per example (pJ)")
+        ax.set_title(f"compute and data movement on {self.accelerator}")
+        ax.tick_params(axis="x", labelrotation=90)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return Path(path)
+
     def save(self, out_dir: str | Path, stem: str = "power_report") -> dict[str, Path]:
-        """Write `<stem>.json` (rows, totals, component breakdowns) and `<stem>.csv` (rows)."""
+        """Write `<stem>.json` (rows, totals, component breakdowns), `<stem>.csv` (rows) and, on an
+        accelerator, `<stem>.png` (`plot`)."""
         from pannjax.runlog import to_jsonable
 
         out_dir = Path(out_dir)
@@ -222,7 +248,9 @@ class NetworkReport:
             wr = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["layer"])
             wr.writeheader()
             wr.writerows(rows)
-        return {"json": jp, "csv": cp}
+        if self.accelerator is None:
+            return {"json": jp, "csv": cp}
+        return {"json": jp, "csv": cp, "png": self.plot(out_dir / f"{stem}.png")}
 
 
 # ---------------------------------------------------------------------------------------------------
