@@ -95,10 +95,11 @@ def test_mapped_layers_are_cached_in_memory_and_on_disk(tmp_path, monkeypatch):
     assert memory_cost(_Dense(), accelerator, 32) == first
     files = list((tmp_path / "cache").glob("*.json"))
     assert len(files) == 1
-    files[0].write_text('{"energy_pj": 1')  # a torn file is mapped again
-    monkeypatch.setattr(system, "_MEMORY", {})
-    with pytest.raises(AssertionError, match="mapped again"):
-        memory_cost(_Dense(), accelerator, 32)
+    for damaged in ('{"energy_pj": 1', '{"energy_pj": 1.0}'):  # a torn or foreign file is mapped again
+        files[0].write_text(damaged)
+        monkeypatch.setattr(system, "_MEMORY", {})
+        with pytest.raises(AssertionError, match="mapped again"):
+            memory_cost(_Dense(), accelerator, 32)
     other = dataclasses.replace(_Dense(), kernel_shape=(4, 2))  # another shape is another key
     assert system._key(layer_workload(other, 32), accelerator) != system._key(layer_workload(_Dense(), 32), accelerator)
 

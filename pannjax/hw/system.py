@@ -116,6 +116,9 @@ class MemoryCost:
         return out
 
 
+_FIELDS = {f.name for f in dataclasses.fields(MemoryCost)}
+
+
 def _bits(fmt: Any) -> int:
     return int(getattr(fmt, "bits", 32) or 32)
 
@@ -156,12 +159,11 @@ def layer_workload(layer, acc_bits: int) -> dict:
             "loop_sizes": [1, g, co // g, cg, ho, wo, kh, kw]}
 
 
-def zigzag_hardware(accelerator: AcceleratorConfig, unit_energy_pj: float | None, out: Path) -> Path:
-    """The accelerator's ZigZag hardware file, its PE array's per-operation energy set to `unit_energy_pj`
-    where given (written to `out`)."""
+def zigzag_hardware(accelerator: AcceleratorConfig, unit_energy_pj: float, out: Path) -> Path:
+    """The accelerator's ZigZag hardware file with its PE array's per-operation energy set to
+    `unit_energy_pj` (written to `out`): ZigZag's own total is then the report's compute + memory."""
     data = yaml.safe_load(accelerator.path("hardware").read_text())
-    if unit_energy_pj is not None:
-        data["operational_array"]["unit_energy"] = float(unit_energy_pj)
+    data["operational_array"]["unit_energy"] = float(unit_energy_pj)
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
 
@@ -226,20 +228,19 @@ def _map(path: str, workload: dict, accelerator: AcceleratorConfig) -> dict:
     layer is mapped again with W and I moved as bytes, and the result says so (`padded_to_bytes`)."""
     from zigzag.opt.loma.engine import NoValidLoopOrderingFoundException
 
-    with tempfile.TemporaryDirectory(prefix="pannjax-hw-") as tmp:
-        hardware = zigzag_hardware(accelerator, None, Path(tmp) / "hw.yaml")
-        try:
-            return {**_memory_cost(run_zigzag(workload, hardware, accelerator)), "padded_to_bytes": False}
-        except NoValidLoopOrderingFoundException:
-            precision = workload["operand_precision"]
-            if min(precision["W"], precision["I"]) >= 8:
-                raise ConfigError(f"layer {path}: ZigZag finds no mapping on accelerator {accelerator.name} "
-                                  f"(operand precision {precision}); try a larger accelerator.lpf_limit") from None
-            log.warning("layer %s: ZigZag maps no %d-bit W / %d-bit I loop order on %s; its data movement is "
-                        "priced with them moved as bytes", path, precision["W"], precision["I"], accelerator.name)
-            wide = {**workload, "operand_precision": {**precision, "W": max(8, precision["W"]),
-                                                      "I": max(8, precision["I"])}}
-            return {**_memory_cost(run_zigzag(wide, hardware, accelerator)), "padded_to_bytes": True}
+    hardware = accelerator.path("hardware")
+    try:
+        return {**_memory_cost(run_zigzag(workload, hardware, accelerator)), "padded_to_bytes": False}
+    except NoValidLoopOrderingFoundException:
+        precision = workload["operand_precision"]
+        if min(precision["W"], precision["I"]) >= 8:
+            raise ConfigError(f"layer {path}: ZigZag finds no mapping on accelerator {accelerator.name} "
+                              f"(operand precision {precision}); try a larger accelerator.lpf_limit") from None
+        log.warning("layer %s: ZigZag maps no %d-bit W / %d-bit I loop order on %s; its data movement is "
+                    "priced with them moved as bytes", path, precision["W"], precision["I"], accelerator.name)
+        wide = {**workload, "operand_precision": {**precision, "W": max(8, precision["W"]),
+                                                  "I": max(8, precision["I"])}}
+        return {**_memory_cost(run_zigzag(wide, hardware, accelerator)), "padded_to_bytes": True}
 
 
 def memory_cost(layer, accelerator: AcceleratorConfig, acc_bits: int) -> MemoryCost:
@@ -251,8 +252,11 @@ def memory_cost(layer, accelerator: AcceleratorConfig, acc_bits: int) -> MemoryC
     if key not in _MEMORY:
         path = accelerator.cache_path() / f"{key}.json"
         try:
-            _MEMORY[key] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):  # not mapped yet, or a torn file: map it (again)
+            cached = json.loads(path.read_text())
+            if not isinstance(cached, dict) or set(cached) != _FIELDS:
+                raise ValueError(path)
+            _MEMORY[key] = cached
+        except (OSError, ValueError):  # not mapped yet, or a torn or foreign file: map it (again)
             _MEMORY[key] = _map(layer.path, workload, accelerator)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp_path = path.with_suffix(f".{os.getpid()}.tmp")
