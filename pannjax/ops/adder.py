@@ -41,7 +41,7 @@ from flax import struct
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.ops.base import ComputeMode, ContractionShape, Operator, UnitOp, linear_conv, wider_float
-from pannjax.ops.integer import IntegerWeights, absdiff_contraction, datapath, input_grid
+from pannjax.ops.integer import IntegerWeights, absdiff_contraction, datapath, input_grid, l1_limit
 
 GRADIENTS = ("full_precision", "exact")
 
@@ -200,7 +200,7 @@ class AdderOperator(Operator):
         view = self.integer_view(quantizer_w, kernel)
         w_g, k = input_grid(view.codes, view.scale, x_step, x_max)
         fan_in = int(np.prod(w_g.shape[:-1]))
-        limit = fan_in * 2.0**k + np.abs(w_g).reshape(-1, w_g.shape[-1]).sum(axis=0)  # per unit of max |x|
+        limit = fan_in * 2.0**k + l1_limit(w_g)  # per unit of max |x|
         return IntegerWeights("absdiff", {"w": w_g}, np.full(w_g.shape[-1], 2.0**-k), limit, attrs={"grid_bits": k})
 
 

@@ -161,19 +161,18 @@ def input_grid(codes, w_scale, x_step: float, x_max: int) -> tuple[np.ndarray, i
     c = np.asarray(codes, np.float64)
     ratio = per_channel(w_scale, c.shape) / float(x_step)
     fan_in = int(np.prod(c.shape[:-1]))
-    fits = []
+    finest = None  # (w_g, k) of the finest grid that fits so far
     for k in range(GRID_BITS + 1):
         w_g = np.round(c * ratio * 2.0**k)
         if fan_in * (x_max * 2.0**k + np.abs(w_g).max(initial=0)) >= 2**30:
             break
         if np.array_equal(w_g, c * ratio * 2.0**k):
             return w_g.astype(np.int32), k
-        fits.append((w_g, k))
-    if not fits:
+        finest = (w_g, k)
+    if finest is None:
         raise ConfigError(f"a {fan_in}-input layer with weights {np.abs(c * ratio).max():.3g} activation steps "
                           "large has no 32-bit grid for adding activations and weights")
-    w_g, k = fits[-1]
-    return w_g.astype(np.int32), k
+    return finest[0].astype(np.int32), finest[1]
 
 
 def wrap(acc: jax.Array, bits: int, signed: bool = True) -> tuple[jax.Array, jax.Array]:

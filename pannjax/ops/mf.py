@@ -30,7 +30,7 @@ from flax import struct
 
 from pannjax.numerics import NumberFormat
 from pannjax.ops.base import ComputeMode, ContractionShape, Operator, UnitOp, linear_conv, wider_float
-from pannjax.ops.integer import IntegerWeights, datapath, input_grid, integer_contraction
+from pannjax.ops.integer import IntegerWeights, datapath, input_grid, integer_contraction, l1_limit
 from pannjax.quant.ste import sign_ste
 
 
@@ -62,7 +62,7 @@ class MfOperator(Operator):
         magnitude, k = input_grid(np.abs(np.asarray(view.codes)), view.scale, x_step, x_max)
         sign = np.sign(np.asarray(view.codes)).astype(np.int32)
         fan_in = int(np.prod(sign.shape[:-1]))
-        limit = fan_in * 2.0**k + magnitude.reshape(-1, magnitude.shape[-1]).sum(axis=0)  # per unit of max |x|
+        limit = fan_in * 2.0**k + l1_limit(magnitude)  # per unit of max |x|
         return IntegerWeights("mf", {"magnitude": magnitude, "sign": sign}, np.full(sign.shape[-1], 2.0**-k),
                               limit, attrs={"grid_bits": k})
 
