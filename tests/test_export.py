@@ -177,7 +177,7 @@ def codes(path, x, onnx):
         out.append(ort.InferenceSession(path + '/model.onnx').run(['codes'], {'images': x})[0])
     return np.stack([np.asarray(o) for o in out])
 """
-_FRESH = {("uniform", "mac"), ("pot", "shift")}  # reloaded in a fresh process
+_FRESH = {("pot", "shift")}  # reloaded in a fresh process
 
 
 @pytest.mark.parametrize("combo,convert", [(("uniform", "mac"), "none"), (("pot", "shift"), "none"),
@@ -232,12 +232,20 @@ _FULLY_CHECKED = {("uniform", "mac"), ("pot", "shift"), ("uniform", "bwn"), ("un
 _REFUSED = {("pann", "xnor"), ("pann", "adder"), ("pann", "mf")}  # counts run as additions, shift or sign only
 
 
-@pytest.mark.parametrize("combo", sorted(
-    {(q, o) for q in ("uniform", "pot", "apot", "pann") for o in ("mac", "shift", "bwn", "xnor", "adder", "mf")}
-    - _FULLY_CHECKED - _REFUSED))
+#: with the combinations above, every datapath and every quantizer's integer view at least once: PANN counts as
+#: additions, re-rounded to powers of two and to signs; APoT's sums of powers of two; both |x - w| datapaths
+_COVERING = {("pann", "mac"), ("pann", "shift"), ("pann", "bwn"), ("apot", "shift"), ("uniform", "adder"),
+             ("pot", "mf")}
+
+
+@pytest.mark.parametrize("combo", [
+    combo if combo in _COVERING else pytest.param(combo, marks=pytest.mark.slow)
+    for combo in sorted({(q, o) for q in ("uniform", "pot", "apot", "pann")
+                         for o in ("mac", "shift", "bwn", "xnor", "adder", "mf")} - _FULLY_CHECKED - _REFUSED)])
 def test_every_other_trainable_combination_exports_with_the_reported_accuracy(runs, combo):
     """The integer program of the trained network (built in memory: files and reload are checked above)
-    classifies the test set exactly as the run reported, without an overflow."""
+    classifies the test set exactly as the run reported, without an overflow. The default suite trains the
+    combinations that cover every datapath and quantizer (`_COVERING`); `pytest -m slow` trains the others."""
     from pannjax.export.experiment import _evaluate, _trained_network
 
     tmp, checkpoints = runs
