@@ -117,7 +117,8 @@ _SEARCH = {
     "sensitivity": Key(dict, "sensitivity: per layer and candidate, the sensitivity minimised under the budget",
                        required=False),
     "sensitivity_seconds": Key(NUMBER, "sensitivity: seconds of measuring the sensitivities", required=False),
-    "energy_table_pj": Key(dict, "per layer and candidate energy per example, pJ"),
+    "energy_table_pj": Key(dict, "per layer and candidate energy per example (compute plus, on an accelerator, data "
+                                    "movement), pJ"),
     "accuracy_before_retraining": Key(NUMBER, "derived network with inherited weights, BN re-estimated"),
     "accuracy_after_retraining": Key(NUMBER, "after search.retrain_epochs (null: none)", True),
     "baseline_accuracy": Key(NUMBER, "all-reference network trained search.baseline_epochs (null: none)", True),

@@ -93,9 +93,7 @@ def _train(c: Mapping[str, Any], run_dir, dataset, model, trainer, pruning) -> d
     results.update({
         "data": c["data"]["name"], "model": c["model"]["name"], "quant": c["quant"], "op": c["op"],
         "experiment": (c.get("experiment") or {}).get("name"), "process_seconds": time.perf_counter() - t0,
-        "energy_pj": report.total_energy_pj, "toggles": report.totals()["toggles"], "macs": report.total_macs,
-        "energy_compute_pj": report.compute_energy_pj, "energy_memory_pj": report.memory_energy_pj,
-        "latency_cycles": report.latency_cycles,
+        **report.energy_record(), "macs": report.total_macs,
         "prune": c.get("prune") or {"name": "none"}, "weight_sparsity": weight_sparsity(state.params),
     })
     results = write_results(run_dir, "train", results, c)

@@ -152,9 +152,47 @@ def test_bad_accelerator_options_are_one_line(tmp_path):
         AcceleratorConfig("mine", "nope.yaml", "zigzag/edge.mapping.yaml")
     with pytest.raises(ConfigError, match=r"accelerator.lpf_limit=0: expected a whole number >= 1"):
         AcceleratorConfig("edge", "zigzag/edge.hardware.yaml", "zigzag/edge.mapping.yaml", lpf_limit=0)
+
+
+def test_search_and_pann_price_the_data_movement_the_report_prices(tmp_path, monkeypatch):
+    """experiments/search.py accelerator=edge: its per-layer per-candidate table is the power report of the
+    all-candidate network on edge (compute + data movement), the derived network's energy is the table's
+    sum, and PANN's power summary of the same network gives the same per-layer energies."""
+    import jax
+    import jax.numpy as jnp
+
+    from omegaconf import OmegaConf
+
+    from pannjax.build import build_policy
+    from pannjax.hw.report import build_report
+    from pannjax.models import build_model
+    from pannjax.pann.power import network_toggles, summarize
+    from pannjax.runner import accelerator_config
     from pannjax.search.runner import run_search_experiment
 
+    monkeypatch.setattr(system, "_MEMORY", {})
+    overrides = ["accelerator=edge", f"accelerator.cache_dir={tmp_path / 'cache'}", "accelerator.lpf_limit=2"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("search", overrides=["accelerator.name=edge"])
-    with pytest.raises(ConfigError, match="accelerator=edge: experiments/search.py prices its candidates"):
-        run_search_experiment(cfg, tmp_path / "s")
+        cfg = compose("search", overrides=[*overrides, "search.epochs=1", "search.alpha_start_epoch=0.5",
+                                           "search.retrain_epochs=0", "search.baseline_epochs=0",
+                                           "search.use=[mac8,shift4]", "model.width=4", "trainer.progress=false",
+                                           "trainer.tensorboard=false"])
+    res = run_search_experiment(cfg, tmp_path / "search")
+    assert res["energy_pj"] == pytest.approx(res["energy_compute_pj"] + res["energy_memory_pj"], rel=1e-12)
+    assert res["energy_memory_pj"] > 0 and res["latency_cycles"] > 0
+    table = res["energy_table_pj"]
+    assert res["energy_pj"] == pytest.approx(sum(table[p][c] for p, c in res["assignment"].items()), rel=1e-9)
+    accelerator = accelerator_config(cfg)
+    sample = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+    for name in ("mac8", "shift4"):
+        spec = OmegaConf.to_container(cfg.search.candidates[name])
+        model = build_model("digits_cnn", num_classes=10, width=4, policy=build_policy(spec["quant"], spec["op"]))
+        variables = model.init(jax.random.key(0), jnp.zeros(sample.shape), train=False)
+        abstract = jax.eval_shape(lambda: variables)
+        report = build_report(model, abstract, sample, simulate=False, accelerator=accelerator)
+        assert {p: v[name] for p, v in table.items()} == pytest.approx(
+            {l.path: l.energy_total_pj for l in report.layers}, rel=1e-9)
+        assert all(l.energy_memory_pj > 0 for l in report.layers)
+        pann = summarize(network_toggles(model, abstract, sample, accelerator=accelerator))
+        assert pann["energy_pj"] == pytest.approx(report.total_energy_pj, rel=1e-12)
+        assert pann["energy_memory_pj"] == pytest.approx(report.memory_energy_pj, rel=1e-12)

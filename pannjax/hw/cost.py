@@ -6,7 +6,10 @@ one `LayerCost` with every figure pannjax reports, each from a pluggable pricer:
 
   * energy (pJ per example): an `EnergyTable` over the units' elementary operations (`table_ops`);
   * toggles (per example): `unit_op_toggles` under a toggle model ("registers" or "gates"), summed over
-    the units; None when any unit of the layer has no bit-flip model (float or analog layers).
+    the units; None when any unit of the layer has no bit-flip model (float or analog layers);
+  * data movement (pJ per example, latency, accesses) on the pricing's accelerator, where it names one:
+    ZigZag's best mapping of the layer onto its memory hierarchy (`pannjax.hw.system.memory_cost`), with
+    partial sums at the same accumulator width B. `energy_total_pj` = compute + data movement.
 
 `price_network(layers, ...)` prices a list of bound layers. Every entry point (training, search, PANN,
 the power study, the PoT energy script) gets its figures here, so the same network gives the same
@@ -20,6 +23,7 @@ import dataclasses
 from typing import Any, Iterable
 
 from pannjax.hw.energy import EnergyTable
+from pannjax.hw.system import AcceleratorConfig, MemoryCost, memory_cost
 from pannjax.hw.toggles import DEFAULT_MODEL, unit_op_toggles
 from pannjax.hw.units import OpCount, UnitOp, table_ops
 
@@ -27,24 +31,28 @@ from pannjax.hw.units import OpCount, UnitOp, table_ops
 @dataclasses.dataclass(frozen=True)
 class Pricing:
     """Which pricers the engine uses: the energy table, the toggle model (None: energy only), an optional
-    MAC variant (`mac_arch="split"`: PANN's unsigned arithmetic), and the accumulator width B (bits)."""
+    MAC variant (`mac_arch="split"`: PANN's unsigned arithmetic), the accumulator width B (bits), and the
+    accelerator whose data movement is added (None or `none`: the arithmetic alone)."""
 
     table: EnergyTable
     toggle_model: str | None = DEFAULT_MODEL
     acc_bits: int = 32
     mac_arch: str | None = None
+    accelerator: AcceleratorConfig | None = None
 
     @classmethod
     def make(cls, table: EnergyTable | str | None = None, toggle_model: str | None = DEFAULT_MODEL, acc_bits: int = 32,
-             mac_arch: str | None = None) -> "Pricing":
+             mac_arch: str | None = None, accelerator: AcceleratorConfig | None = None) -> "Pricing":
+        on = accelerator if accelerator is not None and accelerator.enabled else None
         return cls(table if isinstance(table, EnergyTable) else EnergyTable.load(table), toggle_model, acc_bits,
-                   mac_arch)
+                   mac_arch, on)
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
-    """One layer's figures per example: its unit operations, their elementary ops, energy (pJ) and
-    toggles by component (None without a bit-flip model for every unit)."""
+    """One layer's figures per example: its unit operations, their elementary ops, compute energy
+    `energy_pj` (pJ), toggles by component (None without a bit-flip model for every unit) and, on an
+    accelerator, its data movement `memory`."""
 
     path: str
     kind: str
@@ -59,6 +67,16 @@ class LayerCost:
     energy_pj: float
     toggle_components: dict[str, float] | None
     toggle_model: str
+    memory: MemoryCost | None = None
+
+    @property
+    def energy_memory_pj(self) -> float | None:
+        return None if self.memory is None else self.memory.energy_pj
+
+    @property
+    def energy_total_pj(self) -> float:
+        """Compute plus, on an accelerator, data movement: the layer's energy per example."""
+        return self.energy_pj + (self.energy_memory_pj or 0.0)
 
     @property
     def toggles(self) -> float | None:
@@ -99,7 +117,8 @@ def price_layer(layer: Any, pricing: Pricing) -> LayerCost:
         macs=shape.macs, density=layer.density, units=units, energy_pj=pricing.table.cost_pj(table_ops(units)),
         toggle_components=None if pricing.toggle_model is None else
         units_toggles(units, pricing.toggle_model, pricing.mac_arch),
-        toggle_model=pricing.toggle_model)
+        toggle_model=pricing.toggle_model,
+        memory=None if pricing.accelerator is None else memory_cost(layer, pricing.accelerator, pricing.acc_bits))
 
 
 def price_network(layers: Iterable[Any], pricing: Pricing) -> list[LayerCost]:
@@ -107,11 +126,17 @@ def price_network(layers: Iterable[Any], pricing: Pricing) -> list[LayerCost]:
 
 
 def totals(costs: Iterable[LayerCost]) -> dict[str, Any]:
-    """Network totals per example: MACs, energy (pJ), toggles over the layers that have a toggle figure,
-    and the paths of those that have none."""
+    """Network totals per example: MACs, energy (pJ; compute plus data movement, and each part), latency
+    (cycles, layers in sequence; None for compute and latency without an accelerator), toggles over the
+    layers that have a toggle figure, and the paths of those that have none."""
     costs = list(costs)
     counted = [c for c in costs if c.toggles is not None]
-    return {"macs": int(sum(c.macs for c in costs)), "energy_pj": float(sum(c.energy_pj for c in costs)),
+    moved = [c.memory for c in costs if c.memory is not None]
+    on = bool(costs) and len(moved) == len(costs)
+    return {"macs": int(sum(c.macs for c in costs)), "energy_pj": float(sum(c.energy_total_pj for c in costs)),
+            "energy_compute_pj": float(sum(c.energy_pj for c in costs)),
+            "energy_memory_pj": float(sum(m.energy_pj for m in moved)) if on else None,
+            "latency_cycles": float(sum(m.latency_cycles for m in moved)) if on else None,
             "toggles": float(sum(c.toggles for c in counted)),
             "toggles_per_mac": float(sum(c.toggles for c in counted) / max(sum(c.macs for c in counted), 1)),
             "layers_without_toggles": [c.path for c in costs if c.toggles is None]}

@@ -31,7 +31,7 @@ from pannjax.hw.bitflips import OperandStats
 from pannjax.hw.cost import LayerCost, Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
 from pannjax.hw.gates.model import ACCUMULATION_GROUPS
-from pannjax.hw.system import OPERANDS, AcceleratorConfig, MemoryCost, memory_cost
+from pannjax.hw.system import OPERANDS, AcceleratorConfig
 from pannjax.hw.toggles import unit_op_arguments, unit_op_toggles, unit_toggles
 from pannjax.hw.units import OpCount
 
@@ -48,10 +48,9 @@ class LayerPower:
     simulated_macs: int = 0
     toggles_gates_uniform: float | None = None  # gate model on uniform codes, per MAC: the simulator's reference
     accumulator: AccumulatorWidth | None = None  # worst-case / observed widths (`pannjax.hw.accumulator`)
-    cost_acc32: LayerCost | None = None  # with acc_bits="auto": the same layer priced at a 32-bit accumulator
-    memory: MemoryCost | None = None  # data movement on the report's accelerator (`pannjax.hw.system`)
+    cost_acc32: LayerCost | None = None  # with acc_bits="auto": the same layer's arithmetic at a 32-bit accumulator
 
-    def __getattr__(self, name):  # path, kind, operator, formats, macs, fan_in, energy_pj, units ...
+    def __getattr__(self, name):  # path, kind, operator, formats, macs, energy_pj, energy_total_pj, memory ...
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.cost, name)
@@ -65,15 +64,6 @@ class LayerPower:
         """Toggles per MAC of the layer by component (the cost engine's model, uniform operand codes)."""
         comps = self.cost.toggle_components
         return None if comps is None else {k: v / max(self.cost.macs, 1) for k, v in comps.items()}
-
-    @property
-    def energy_memory_pj(self) -> float | None:
-        return None if self.memory is None else self.memory.energy_pj
-
-    @property
-    def energy_total_pj(self) -> float:
-        """Compute (the cost engine) plus data movement (the accelerator's memories, where one is given)."""
-        return self.cost.energy_pj + (self.energy_memory_pj or 0.0)
 
     @property
     def energy_activity_pj(self) -> float | None:
@@ -111,6 +101,14 @@ class NetworkReport:
     def latency_cycles(self) -> float | None:
         """Cycles per example, layers run one after the other (None: no accelerator)."""
         return None if self.accelerator is None else float(sum(l.memory.latency_cycles for l in self.layers))
+
+    def energy_record(self) -> dict[str, float | None]:
+        """The energy keys every results.json carries (the results schema): `energy_pj` (compute plus data
+        movement), `energy_compute_pj`, `energy_memory_pj` and `latency_cycles` (None without an accelerator),
+        `toggles` (None when no layer has a bit-flip model)."""
+        return {"energy_pj": self.total_energy_pj, "energy_compute_pj": self.compute_energy_pj,
+                "energy_memory_pj": self.memory_energy_pj, "latency_cycles": self.latency_cycles,
+                "toggles": self.totals()["toggles"]}
 
     @property
     def total_macs(self) -> int:
@@ -330,11 +328,13 @@ def _simulate_layer(layer, cost: LayerCost, toggle_model: str, max_sim_macs: int
 def _priced_at_least(layer, pricing: Pricing, bits: int) -> LayerCost:
     """The layer priced at the narrowest accumulator of at least `bits` that its units take (a unit's
     accumulator also holds one full-width term: a MAC's x_bits + w_bits, whatever the weights' values)."""
+    arithmetic = dataclasses.replace(pricing, accelerator=None)  # the width first, the data movement once
     for b in range(bits, 64):
         try:
-            return price_layer(layer, dataclasses.replace(pricing, acc_bits=b))
+            price_layer(layer, dataclasses.replace(arithmetic, acc_bits=b))
         except ConfigError:
             continue
+        return price_layer(layer, dataclasses.replace(pricing, acc_bits=b))
     return price_layer(layer, dataclasses.replace(pricing, acc_bits=64))
 
 
@@ -360,8 +360,8 @@ def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTab
     auto = acc_bits == "auto"
     if not auto and (isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 2 <= acc_bits <= 64):
         raise ConfigError(f"acc_bits={acc_bits!r}: expected an accumulator width in 2..64 bits or auto")
-    pricing = Pricing.make(table, toggle_model, 32 if auto else acc_bits)
-    on_accelerator = accelerator is not None and accelerator.enabled
+    pricing = Pricing.make(table, toggle_model, 32 if auto else acc_bits, accelerator=accelerator)
+    at32 = dataclasses.replace(pricing, accelerator=None)  # auto: the totals' 32-bit comparison, arithmetic only
     real = isinstance(x, (np.ndarray, jax.Array))
     simulate = real if simulate is None else simulate
     if simulate and not real:
@@ -371,13 +371,13 @@ def build_report(model, variables, x, acc_bits: int | str = 32, table: EnergyTab
         width = layer.accumulator_width()
         if auto and width is None and layer.kernel is None:
             raise ConfigError(f"acc_bits=auto needs the network's weights: layer {layer.path} has none (abstract)")
-        cost_at_b = price_layer(layer, pricing)  # at acc_bits (auto: 32, the totals' comparison)
-        cost = _priced_at_least(layer, pricing, width.worst) if auto and width is not None else cost_at_b
+        cost_at_b = price_layer(layer, at32 if auto else pricing)  # at acc_bits (auto: 32, the totals' comparison)
+        cost = (_priced_at_least(layer, pricing, width.worst) if width is not None else price_layer(layer, pricing)) \
+            if auto else cost_at_b
         given = None if layer_inputs is None else layer_inputs.get(layer.path)
         simulated, measured, n, uniform = _simulate_layer(layer, cost, toggle_model, max_sim_macs, seed + i, given) \
             if simulate else (None, None, 0, None)
-        memory = memory_cost(layer, accelerator, cost.acc_bits) if on_accelerator else None
-        layers.append(LayerPower(cost, measured, simulated, n, uniform, width, cost_at_b if auto else None, memory))
+        layers.append(LayerPower(cost, measured, simulated, n, uniform, width, cost_at_b if auto else None))
     batch = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else None
     return NetworkReport(tuple(layers), pricing.table.path, pricing.table.technology, acc_bits, batch,
-                         accelerator.name if on_accelerator else None)
+                         None if pricing.accelerator is None else pricing.accelerator.name)

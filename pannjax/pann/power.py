@@ -20,6 +20,7 @@ from typing import Any
 from pannjax.errors import ConfigError
 from pannjax.hw.cost import LayerCost, Pricing, price_network, totals
 from pannjax.hw.energy import EnergyTable
+from pannjax.hw.system import AcceleratorConfig
 from pannjax.hw.toggles import DEFAULT_MODEL, unit_toggles
 
 ARITHMETICS = ("split", "signed")
@@ -56,14 +57,16 @@ def pann_toggles(x_bits: int, additions: float, fan_in: int, acc_bits: int = 32,
 
 
 def network_toggles(model, variables: Any, sample, acc_bits: int = 32, arithmetic: str = "signed",
-                    table: EnergyTable | None = None, toggle_model: str = DEFAULT_MODEL) -> list[LayerCost]:
+                    table: EnergyTable | None = None, toggle_model: str = DEFAULT_MODEL,
+                    accelerator: AcceleratorConfig | None = None) -> list[LayerCost]:
     """Per-layer costs of `model` (pannjax.nn layers) with `variables`, per example, from the cost engine:
     PANN layers at the realised mean |w_int| of their kernel as R, integer MAC layers in `arithmetic`
-    ("signed": two's complement, "split": unsigned accumulators), float layers without a toggle figure."""
+    ("signed": two's complement, "split": unsigned accumulators), float layers without a toggle figure;
+    with data movement on `accelerator` where one is given."""
     from pannjax.nn import bound_layers
 
     _check_arithmetic("arithmetic", arithmetic)
-    pricing = Pricing.make(table, toggle_model, acc_bits, "split" if arithmetic == "split" else None)
+    pricing = Pricing.make(table, toggle_model, acc_bits, "split" if arithmetic == "split" else None, accelerator)
     return price_network(bound_layers(model, variables, sample), pricing)
 
 
@@ -80,17 +83,18 @@ def _additions(cost: LayerCost) -> float | None:
 
 
 def summarize(layers: list[LayerCost]) -> dict[str, Any]:
-    """Totals per example: toggles of all integer layers and of the PANN layers, MACs, energy (pJ), and a
-    row per layer."""
+    """Totals per example: toggles of all integer layers and of the PANN layers, MACs, energy (pJ; compute
+    plus data movement on an accelerator, and each part), and a row per layer."""
     pann = [l for l in layers if layer_kind(l) == "pann"]
     t = totals(layers)
     return {
         "toggles": t["toggles"], "toggles_per_mac": t["toggles_per_mac"],
         "pann_toggles": float(sum(l.toggles for l in pann)),
         "pann_macs": int(sum(l.macs for l in pann)),
-        "macs": t["macs"], "energy_pj": t["energy_pj"],
+        "macs": t["macs"], "energy_pj": t["energy_pj"], "energy_compute_pj": t["energy_compute_pj"],
+        "energy_memory_pj": t["energy_memory_pj"],
         "float_layers": t["layers_without_toggles"],
         "layers": [{"path": l.path, "kind": layer_kind(l), "macs": l.macs, "fan_in": l.fan_in, "x_format": l.x_format,
                     "w_format": l.w_format, "additions": _additions(l), "toggles_per_mac": l.toggles_per_mac,
-                    "toggles": l.toggles, "energy_pj": l.energy_pj} for l in layers],
+                    "toggles": l.toggles, "energy_pj": l.energy_total_pj} for l in layers],
     }

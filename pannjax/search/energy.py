@@ -3,8 +3,10 @@
 For each searchable layer l and candidate k, e_lk (pJ per example) is the energy of layer l when it
 runs candidate k: `Operator.cost` of the layer's contraction with the candidate's operand formats,
 priced by the cost engine (`pannjax.hw.cost.price_layer`) -- exactly what `pannjax.hw.report.build_report`
-reports for that layer in the network where every searchable layer uses k. The table is computed once,
-from shapes only (`abstract_layers`: `bound_layers` under `jax.eval_shape`), never per step.
+reports for that layer in the network where every searchable layer uses k: its arithmetic and, on an
+accelerator, its data movement at the candidate's operand precisions (ZigZag, `pannjax.hw.system`; cached
+by layer shape and precisions, so candidates of the same precisions share one mapping). The table is
+computed once, from shapes only (`abstract_layers`: `bound_layers` under `jax.eval_shape`), never per step.
 
 Expected energy under the architecture distribution (ENOS's energy term, Nasrin et al., arXiv
 2104.05217: operator probabilities weight the per-operator energies of each layer):
@@ -28,6 +30,7 @@ from flax import traverse_util
 
 from pannjax.hw.cost import Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
+from pannjax.hw.system import AcceleratorConfig
 from pannjax.nn import ArithPolicy, abstract_layers
 from pannjax.search.space import SearchSpace
 
@@ -62,13 +65,16 @@ class EnergyModel:
 def _layer_energies(model_for: Callable[[ArithPolicy], nn.Module], policy: ArithPolicy, sample: jax.ShapeDtypeStruct,
                     pricing: Pricing) -> dict[str, float]:
     model = model_for(policy)
-    return {layer.path: price_layer(layer, pricing).energy_pj for layer in abstract_layers(model, sample, train=False)}
+    return {layer.path: price_layer(layer, pricing).energy_total_pj
+            for layer in abstract_layers(model, sample, train=False)}
 
 
 def energy_model(model_for: Callable[[ArithPolicy], nn.Module], space: SearchSpace, input_shape: tuple[int, ...],
-                 table: EnergyTable | str | None = None, acc_bits: int = 32) -> EnergyModel:
-    """The energy table of `space` on the model `model_for(policy)` for one example of `input_shape`."""
-    pricing = Pricing.make(table, None, acc_bits)
+                 table: EnergyTable | str | None = None, acc_bits: int = 32,
+                 accelerator: AcceleratorConfig | None = None) -> EnergyModel:
+    """The energy table of `space` on the model `model_for(policy)` for one example of `input_shape`, with
+    data movement on `accelerator` where one is given."""
+    pricing = Pricing.make(table, None, acc_bits, accelerator=accelerator)
     sample = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     reference = _layer_energies(model_for, space.reference_policy(), sample, pricing)
     order = tuple(p for p in reference if space.searches(p))

@@ -29,7 +29,7 @@ from pannjax.hw.report import build_report
 from pannjax.rundir import owned_run_dir
 from pannjax.results import write_results
 from pannjax.experiment import load_data, model_factory, seed_of, setup, stopped_record
-from pannjax.runner import trainer_config
+from pannjax.runner import accelerator_config, trainer_config
 from pannjax.search.derive import (assignment, best_within_budget, budgeted_assignment, inherit_params,
                                    layer_probabilities)
 from pannjax.search.energy import energy_model
@@ -82,9 +82,6 @@ def run_search_experiment(cfg: DictConfig | Mapping, run_dir: str | Path,
     """Search, derive, retrain, report (see module docstring); writes and returns results.json's record.
     `on_trace` is called whenever the search step is traced (tests check it runs once)."""
     c = setup(cfg, "search")
-    if (c.get("accelerator") or {}).get("name", "none") != "none":
-        raise ConfigError(f"accelerator={c['accelerator']['name']}: experiments/search.py prices its candidates by "
-                          "their arithmetic (search.energy_table), without data movement; use accelerator=none")
     run_dir = Path(run_dir)
     scfg, run = search_config(c["search"]), search_run(c["search"])
     trainer = trainer_config(c["trainer"])
@@ -101,15 +98,15 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
     model_for = model_factory(c["model"], dataset.num_classes)
 
     space = build_search_space(run.candidates, run.use, run.reference, run.exclude)
-    acc_bits = run.acc_bits
-    energy = energy_model(model_for, space, dataset.image_shape, run.energy_table, acc_bits)
+    acc_bits, accelerator = run.acc_bits, accelerator_config(c)
+    energy = energy_model(model_for, space, dataset.image_shape, run.energy_table, acc_bits, accelerator)
     energy_budget_of = name = scfg.energy_budget_of
     if name is not None:  # the budget is the energy of the all-<candidate> network
         if name not in run.candidates:
             raise ConfigError(f"search.energy_budget_of={name!r} is not defined under search.candidates (defined: "
                               f"{', '.join(run.candidates)})")
         uniform = energy_model(model_for, build_search_space(run.candidates, [name], run.reference, run.exclude),
-                               dataset.image_shape, run.energy_table, acc_bits)
+                               dataset.image_shape, run.energy_table, acc_bits, accelerator)
         scfg = dataclasses.replace(scfg, energy_budget_of=None,
                                    energy_budget=uniform.assignment_pj({p: name for p in uniform.order})
                                    / energy.reference_pj)
@@ -185,10 +182,11 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
 
     shape = jax.ShapeDtypeStruct((1, *dataset.image_shape), jnp.float32)
     derived_report = build_report(derived, {"params": final_state.params, "batch_stats": final_state.batch_stats},
-                                  shape, acc_bits=acc_bits, table=run.energy_table, simulate=False)
+                                  shape, acc_bits=acc_bits, table=run.energy_table, simulate=False,
+                                  accelerator=accelerator)
     ref_vars = jax.eval_shape(lambda: reference_model.init(jax.random.key(0), jnp.zeros(shape.shape), train=False))
     ref_report = build_report(reference_model, ref_vars, shape, acc_bits=acc_bits, table=run.energy_table,
-                              simulate=False)
+                              simulate=False, accelerator=accelerator)
     if is_main():  # one writer in a multi-process run
         derived_report.save(run_dir, "power_report")
     e_derived, e_ref = derived_report.total_energy_pj, ref_report.total_energy_pj
@@ -199,7 +197,7 @@ def _search(c: Mapping[str, Any], run_dir: Path, scfg: SearchConfig, run: Search
         "model": model_name, "experiment": experiment.get("name") if isinstance(experiment, dict) else experiment,
         "candidates": list(space.names), "reference": space.reference.name,
         "assignment": chosen, "probabilities": layer_probabilities(state.alpha, space),
-        "energy_pj": e_derived, "toggles": derived_report.totals()["toggles"], "energy_reference_pj": e_ref,
+        **derived_report.energy_record(), "energy_reference_pj": e_ref,
         "energy_rel": e_derived / e_ref, "energy_saving": 1.0 - e_derived / e_ref,
         "label": run.label, "energy_budget": budget, "energy_budget_of": energy_budget_of,
         "energy_budget_pj": None if budget is None else budget * e_ref,
