@@ -1,6 +1,7 @@
 """PoT wiring: config-driven PoT pruning in training, zero-weight skipping in the cost model and the
 toggle simulator, the MAC-vs-BAC accelerator model, and the sweep summary."""
 
+import dataclasses
 import json
 import math
 import re
@@ -222,3 +223,37 @@ def test_sweep_rows_table_and_seed_means(tmp_path):
 def test_pot_experiment_configs_compose(overrides, expected):
     c = compose_train(*overrides)
     assert (c["quant"]["name"], c["op"]["name"], c["quant"]["w_bits"], c["prune"]["name"]) == expected
+
+
+def test_data_movement_narrows_the_mac_to_bac_ratio_by_the_same_traffic(tmp_path):
+    """scripts/pot_energy.py's engine figures: without data movement the engine's ratio is the PE model's;
+    on the edge accelerator both networks move the same (dense) tensors, so the ratio is
+    (C_uniform + M) / (C_pot + M) at every sparsity, nearer 1 than without."""
+    import importlib.util
+
+    from pannjax.hw.accelerator import pe_layers
+
+    spec = importlib.util.spec_from_file_location("pot_energy", ROOT / "scripts" / "pot_energy.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    uniform = script.network_layers("digits_cnn", "uniform", "mac", 4, 4)
+    pot = script.network_layers("digits_cnn", "pot", "shift", 4, 4)
+    accelerator = script.load_accelerator("edge", 2)
+    accelerator = dataclasses.replace(accelerator, cache_dir=str(tmp_path / "cache"))
+    arithmetic = script.Pricing.make(toggle_model=None)
+    moving = script.Pricing.make(toggle_model=None, accelerator=accelerator)
+    pe = AcceleratorModel.load("asic_45nm")
+    for density in (1.0, 0.5):
+        e_u, e_p = (script.engine_energy(layers, d, arithmetic) for layers, d in ((uniform, 1.0), (pot, density)))
+        model = energy_ratio(pe_layers(uniform), script.with_density(pe_layers(pot), density), pe, 32)
+        assert e_u["energy_pj"] / e_p["energy_pj"] == pytest.approx(model, rel=1e-9)
+        m_u, m_p = (script.engine_energy(layers, d, moving) for layers, d in ((uniform, 1.0), (pot, density)))
+        assert m_u["energy_memory_pj"] == pytest.approx(m_p["energy_memory_pj"], rel=1e-12)
+        assert m_u["energy_memory_pj"] > 0
+        assert (m_u["energy_compute_pj"], m_p["energy_compute_pj"]) == pytest.approx((e_u["energy_pj"], e_p["energy_pj"]))
+        with_memory = m_u["energy_pj"] / m_p["energy_pj"]
+        assert with_memory == pytest.approx((e_u["energy_pj"] + m_u["energy_memory_pj"])
+                                            / (e_p["energy_pj"] + m_u["energy_memory_pj"]), rel=1e-9)
+        assert 1.0 < with_memory < model
+    with pytest.raises(SystemExit, match="--accelerator nope: no .*; choose one of edge, none"):
+        script.load_accelerator("nope", None)

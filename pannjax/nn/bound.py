@@ -152,6 +152,24 @@ class BoundLayer:
         return tuple(self.operator.cost(self.contraction, self.x_format, self.w_format, acc_bits,
                                         density=self.density, additions=self.additions))
 
+    def at_density(self, density: float) -> "BoundLayer":
+        """This layer as if a fraction `density` of its hardware weights were non-zero: a nominal pruning
+        level priced without a pruned kernel (e.g. of an abstract layer)."""
+        if not 0.0 <= density <= 1.0:
+            raise ConfigError(f"layer {self.path}: density={density!r}, expected a fraction in [0, 1]")
+        return _AtDensity(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, nominal_density=density)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _AtDensity(BoundLayer):
+    """`BoundLayer.at_density`: the layer with its weight density given, not measured."""
+
+    nominal_density: float = 1.0
+
+    @property
+    def density(self) -> float:
+        return self.nominal_density
+
 
 def params_at(params: Any, path: str) -> Any:
     """The parameters of the module at '/'-joined `path` in a params tree (a layer's own scope)."""
