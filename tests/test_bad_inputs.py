@@ -168,7 +168,7 @@ PANN = [
     ("mode=sweep sweep.x_bits=[0]", "sweep.x_bits=[0]: expected bit widths in 1..16"),
     ("mode=sweep sweep.additions=[-1]", "sweep.additions=[-1.0]: expected a list of additions per input R > 0"),
     ("mode=sweep sweep.uniform_bits=[99]", "sweep.uniform_bits=[99]: expected bit widths in 1..16"),
-    ("mode=sweep +sweep.r=[1]", "sweep.r is not a known option; valid: additions, uniform_bits, x_bits"),
+    ("mode=sweep +sweep.r=[1]", "sweep.r is not a known option; valid: additions, axis, uniform_bits, x_bits"),
 ]
 
 

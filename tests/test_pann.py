@@ -162,13 +162,22 @@ def test_convert_end_to_end_meets_budget_and_writes_results(float_run, tmp_path)
 
 
 def test_sweep_writes_table_and_plot(float_run, tmp_path):
+    """The deployment-time sweep on the edge accelerator, plotted against energy: the data movement of a PANN
+    network depends on its operand widths, not on R, so more additions add compute energy only."""
     out = tmp_path / "sweep"
     res = run_pann(_pann_cfg(float_run, "mode=sweep", "calibration_batches=1", "sweep.x_bits=[3]",
-                             "sweep.additions=[1,4]", "sweep.uniform_bits=[2,4]"), out)
+                             "sweep.additions=[1,4]", "sweep.uniform_bits=[2,4]", "sweep.axis=energy",
+                             "accelerator=edge", f"accelerator.cache_dir={tmp_path / 'cache'}",
+                             "accelerator.lpf_limit=2"), out)
     assert {p.name for p in out.iterdir()} >= {"sweep.csv", "sweep.md", "sweep.png", "results.json"}
     pann = [r for r in res["rows"] if r["method"] == "pann"]
     assert len(pann) == 2 and pann[0]["toggles"] < pann[1]["toggles"]  # more additions, more power
+    assert pann[0]["energy_memory_pj"] == pann[1]["energy_memory_pj"] > 0
+    assert pann[0]["energy_memory_pj"] < pann[0]["energy_pj"] < pann[1]["energy_pj"]
     assert len([r for r in res["rows"] if r["method"].startswith("uniform")]) == 4
+    assert "with data movement on edge" in (out / "sweep.md").read_text()
+    with pytest.raises(ConfigError, match=r"^sweep.axis='watts': expected toggles \(bit flips\) or energy"):
+        run_pann(_pann_cfg(float_run, "mode=sweep", "sweep.axis=watts"), tmp_path / "bad")
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pannjax.errors import ConfigError
+from pannjax.hw.system import AcceleratorConfig
 from pannjax.nn import bound_layers
 from pannjax.pann.budget import Layer, budget_per_mac, budget_table, format_budget_table, solve_budget
 from pannjax.pann.convert import (FIRST_LAST_PATTERN, Converted, collect_layer_inputs, convert, fold_batchnorm,
@@ -43,11 +44,13 @@ from pannjax.pann.convert import (FIRST_LAST_PATTERN, Converted, collect_layer_i
 from pannjax.pann.power import DEFAULT_MODEL, mac_toggles, network_toggles, summarize
 from pannjax.rundir import owned_run_dir
 from pannjax.experiment import setup
+from pannjax.runner import accelerator_config
 from pannjax.results import write_results
 from pannjax.runlog import to_jsonable
 
 log = logging.getLogger(__name__)
 MODES = ("convert", "sweep", "table")
+SWEEP_AXES = ("toggles", "energy")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -82,14 +85,17 @@ def converted_layers(model, variables, sample, first_last: str) -> list[Layer]:
 
 
 def _power(conv: Converted, sample, arithmetic: str, first_last: str, power_model: str,
-           budget_layers_toggles: float | None = None) -> dict[str, Any]:
-    """Power of a converted network: over the converted layers (the budget's scope) and all integer layers."""
-    s = summarize(network_toggles(conv.model, conv.variables, sample, arithmetic=arithmetic, toggle_model=power_model))
+           budget_layers_toggles: float | None = None, accelerator: AcceleratorConfig | None = None) -> dict[str, Any]:
+    """Power of a converted network: over the converted layers (the budget's scope) and all integer layers;
+    energy of the whole network, with data movement on `accelerator` where one is given."""
+    s = summarize(network_toggles(conv.model, conv.variables, sample, arithmetic=arithmetic, toggle_model=power_model,
+                                  accelerator=accelerator))
     converted = [l for l in s["layers"] if first_last == "same" or not _is_first_last(l["path"])]
     tog = float(sum(l["toggles"] for l in converted if l["toggles"] is not None))
     macs = int(sum(l["macs"] for l in converted))
     out = {"toggles": tog, "toggles_per_mac": tog / max(macs, 1), "network_toggles": s["toggles"],
-           "energy_pj": s["energy_pj"], "arithmetic": arithmetic,
+           **{k: s[k] for k in ("energy_pj", "energy_compute_pj", "energy_memory_pj", "latency_cycles")},
+           "arithmetic": arithmetic,
            "layers": [{k: l[k] for k in ("path", "kind", "macs", "fan_in", "x_format", "w_format", "additions",
                                           "toggles_per_mac", "toggles", "energy_pj")} for l in s["layers"]]}
     if budget_layers_toggles:
@@ -137,7 +143,7 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     run, sample, folded, inputs = prepare_conversion(c)
     first_last, cal, acc_bits = c["first_last"], c["calibration"], int(c["acc_bits"])
-    power_model = power_model_of(c)
+    power_model, accelerator = power_model_of(c), accelerator_config(c)
     float_acc = accuracy(run.model, run.variables, run.dataset)
     folded_acc = accuracy(run.model, folded, run.dataset)
     layers = converted_layers(run.model, folded, sample, first_last)
@@ -162,9 +168,10 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
             "label": f"{bits}bit" if bits is not None else f"{per_mac:g}toggles",
             "pann": {"x_bits": choice.x_bits, "additions": choice.additions, "predicted_error": choice.error,
                      "accuracy": frozen_accuracy(pann, run.dataset, sample),
-                     **_power(pann, sample, c["accumulation"], first_last, power_model, budget_total)},
+                     **_power(pann, sample, c["accumulation"], first_last, power_model, budget_total, accelerator)},
             "uniform_same_bits": {"w_bits": b, "x_bits": b, "accuracy": frozen_accuracy(same_bits, run.dataset, sample),
-                                  **_power(same_bits, sample, "signed", first_last, power_model, budget_total)},
+                                  **_power(same_bits, sample, "signed", first_last, power_model, budget_total,
+                                           accelerator)},
         }
         if signed:
             entry["uniform_same_power"] = dict(entry["uniform_same_bits"])
@@ -172,7 +179,8 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
             same_power = convert(run, folded, uniform_policy(b + 1, b, first_last), inputs, cal)
             entry["uniform_same_power"] = {"w_bits": b + 1, "w_magnitude_bits": b, "x_bits": b,
                                            "accuracy": frozen_accuracy(same_power, run.dataset, sample),
-                                           **_power(same_power, sample, "split", first_last, power_model, budget_total)}
+                                           **_power(same_power, sample, "split", first_last, power_model,
+                                                    budget_total, accelerator)}
         log.info("budget %s %s: PANN b_x=%d R=%.2f acc %.4f (power %.3f x budget) | uniform same power %.4f "
                  "| uniform %d-bit %.4f (power %.3f x budget)", entry["label"], "signed" if signed else "unsigned",
                  choice.x_bits,
@@ -182,7 +190,8 @@ def run_convert(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         budgets.append(entry)
     headline = budgets[0]["pann"]  # the network of the first (usually only) budget
     results = {"mode": "convert", "completed": True, "test_accuracy": headline["accuracy"],
-               "energy_pj": headline["energy_pj"], "toggles": headline["network_toggles"],
+               **{k: headline[k] for k in ("energy_pj", "energy_compute_pj", "energy_memory_pj", "latency_cycles")},
+               "toggles": headline["network_toggles"],
                "checkpoint": str(run.run_dir), "checkpoint_epoch": run.epoch,
                "model": run.model_name, "data": run.dataset.name, "float_accuracy": float_acc,
                "folded_accuracy": folded_acc, "first_last": first_last, "calibration": cal,
@@ -221,6 +230,7 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     run, sample, folded, inputs = prepare_conversion(c)
     first_last, cal, power_model = c["first_last"], c["calibration"], power_model_of(c)
+    accelerator = accelerator_config(c)
     sw = c["sweep"]
     additions = [float(r) for r in sw["additions"]]
     pann_kw = dict(accumulation=c["accumulation"], per_channel=bool(c["w_per_channel"]),
@@ -231,20 +241,22 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
         for r in additions:
             policy = pann_policy(bx, r, **pann_kw)
             conv = Converted(base.model.clone(policy=policy), base.variables, policy)
-            p = _power(conv, sample, c["accumulation"], first_last, power_model)
+            p = _power(conv, sample, c["accumulation"], first_last, power_model, accelerator=accelerator)
             rows.append({"method": "pann", "x_bits": bx, "w": f"R={r:g}", "additions": r,
                          "accuracy": frozen_accuracy(conv, run.dataset, sample), "toggles": p["toggles"],
-                         "toggles_per_mac": p["toggles_per_mac"], "energy_pj": p["energy_pj"]})
+                         "toggles_per_mac": p["toggles_per_mac"], "energy_pj": p["energy_pj"],
+                         "energy_memory_pj": p["energy_memory_pj"]})
     for b in parse_bits(sw["uniform_bits"], "sweep.uniform_bits"):
         conv = convert(run, folded, uniform_policy(b, b, first_last), inputs, cal)
         acc = frozen_accuracy(conv, run.dataset, sample)
         for arith in ("signed", "split"):
-            p = _power(conv, sample, arith, first_last, power_model)
+            p = _power(conv, sample, arith, first_last, power_model, accelerator=accelerator)
             rows.append({"method": f"uniform_{arith}", "x_bits": b, "w": f"{b}-bit", "additions": None,
                          "accuracy": acc, "toggles": p["toggles"], "toggles_per_mac": p["toggles_per_mac"],
-                         "energy_pj": p["energy_pj"]})
+                         "energy_pj": p["energy_pj"], "energy_memory_pj": p["energy_memory_pj"]})
     float_acc = accuracy(run.model, run.variables, run.dataset)
-    write_sweep_outputs(rows, float_acc, run_dir, run.model_name, run.dataset.name)
+    write_sweep_outputs(rows, float_acc, run_dir, run.model_name, run.dataset.name, sw["axis"],
+                        None if accelerator is None or not accelerator.enabled else accelerator.name)
     results = {"mode": "sweep", "completed": True, "test_accuracy": None, "energy_pj": None, "toggles": None,
                "checkpoint": str(run.run_dir), "model": run.model_name, "data": run.dataset.name,
                "float_accuracy": float_acc, "rows": rows, "first_last": first_last, "calibration": cal,
@@ -255,8 +267,11 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     return write_results(run_dir, "pann", results, c)
 
 
-def write_sweep_outputs(rows: Sequence[dict], float_acc: float, run_dir: Path, model: str, data: str) -> None:
-    """sweep.csv, sweep.md (markdown table) and sweep.png (power vs accuracy) in `run_dir`."""
+def write_sweep_outputs(rows: Sequence[dict], float_acc: float, run_dir: Path, model: str, data: str,
+                        axis: str = "toggles", accelerator: str | None = None) -> None:
+    """sweep.csv, sweep.md (markdown table) and sweep.png (power vs accuracy) in `run_dir`; the plot's power
+    axis is `axis`: "toggles" (bit flips of the converted layers) or "energy" (the network's energy per
+    example, with data movement on `accelerator` where the run has one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,40 +279,45 @@ def write_sweep_outputs(rows: Sequence[dict], float_acc: float, run_dir: Path, m
     import matplotlib.ticker  # noqa: F401 - used through matplotlib.ticker below
 
     run_dir = Path(run_dir)
-    keys = ["method", "x_bits", "w", "additions", "accuracy", "toggles", "toggles_per_mac", "energy_pj"]
+    keys = ["method", "x_bits", "w", "additions", "accuracy", "toggles", "toggles_per_mac", "energy_pj",
+            "energy_memory_pj"]
     with open(run_dir / "sweep.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=keys)
         wr.writeheader()
         wr.writerows(to_jsonable([{k: r[k] for k in keys} for r in rows]))
     lines = [f"Power-accuracy sweep, {model} on {data} (float accuracy {float_acc:.4f}); power = analytic bit flips "
              "per example over the converted layers", "",
-             "| method | b_x | weights | accuracy | toggles / example | toggles / MAC | energy (pJ, table) |",
+             f"| method | b_x | weights | accuracy | toggles / example | toggles / MAC | energy (pJ"
+             f"{', with data movement on ' + accelerator if accelerator else ', table'}) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['x_bits']} | {r['w']} | {r['accuracy']:.4f} | {r['toggles']:.4g} "
                      f"| {r['toggles_per_mac']:.2f} | {r['energy_pj']:.4g} |")
     (run_dir / "sweep.md").write_text("\n".join(lines) + "\n")
 
+    key, unit = ("toggles", 1e6) if axis == "toggles" else ("energy_pj", 1e6)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for panel, ax in enumerate(axes):
         for bx in sorted({r["x_bits"] for r in rows if r["method"] == "pann"}):
-            pts = sorted((r["toggles"], r["accuracy"]) for r in rows if r["method"] == "pann" and r["x_bits"] == bx)
-            ax.plot([p[0] / 1e6 for p in pts], [100 * p[1] for p in pts], "o-", ms=3, label=f"PANN, b_x={bx} (R swept)")
+            pts = sorted((r[key], r["accuracy"]) for r in rows if r["method"] == "pann" and r["x_bits"] == bx)
+            ax.plot([p[0] / unit for p in pts], [100 * p[1] for p in pts], "o-", ms=3, label=f"PANN, b_x={bx} (R swept)")
         for method, name in (("uniform_signed", "uniform b-bit, two's complement"),
                              ("uniform_split", "uniform b-bit, unsigned (split) accumulators")):
             pts = [r for r in rows if r["method"] == method]
-            ax.plot([r["toggles"] / 1e6 for r in pts], [100 * r["accuracy"] for r in pts],
+            ax.plot([r[key] / unit for r in pts], [100 * r["accuracy"] for r in pts],
                     "s" if method == "uniform_signed" else "^", color="k",
                     mfc="none" if method == "uniform_split" else "k", label=name)
             for r in pts:
-                ax.annotate(f"{r['x_bits']}b", (r["toggles"] / 1e6, 100 * r["accuracy"]), textcoords="offset points",
+                ax.annotate(f"{r['x_bits']}b", (r[key] / unit, 100 * r["accuracy"]), textcoords="offset points",
                             xytext=(3, -9 if method == "uniform_signed" else 4), fontsize=7)
         ax.axhline(100 * float_acc, color="gray", ls="--", lw=1, label="float")
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("power: bit flips per inference, converted layers (10^6 toggles, analytic model)")
+        ax.set_xlabel("power: bit flips per inference, converted layers (10^6 toggles, analytic model)"
+                      if axis == "toggles" else "energy per inference, whole network (µJ"
+                      + (f", compute + data movement on {accelerator})" if accelerator else ", arithmetic)"))
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, which="both", alpha=0.3)
         if panel == 1:
@@ -349,6 +369,9 @@ def check_options(c: Mapping[str, Any]) -> None:
     additions = c["sweep"]["additions"]
     if not additions or any(not r > 0 for r in additions):
         raise ConfigError(f"sweep.additions={additions!r}: expected a list of additions per input R > 0")
+    if c["sweep"]["axis"] not in SWEEP_AXES:
+        raise ConfigError(f"sweep.axis={c['sweep']['axis']!r}: expected toggles (bit flips) or energy (pJ)")
+    accelerator_config(c)
 
 
 def power_model_of(c: Mapping[str, Any]) -> str:

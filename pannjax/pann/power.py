@@ -92,7 +92,7 @@ def summarize(layers: list[LayerCost]) -> dict[str, Any]:
         "pann_toggles": float(sum(l.toggles for l in pann)),
         "pann_macs": int(sum(l.macs for l in pann)),
         "macs": t["macs"], "energy_pj": t["energy_pj"], "energy_compute_pj": t["energy_compute_pj"],
-        "energy_memory_pj": t["energy_memory_pj"],
+        "energy_memory_pj": t["energy_memory_pj"], "latency_cycles": t["latency_cycles"],
         "float_layers": t["layers_without_toggles"],
         "layers": [{"path": l.path, "kind": layer_kind(l), "macs": l.macs, "fan_in": l.fan_in, "x_format": l.x_format,
                     "w_format": l.w_format, "additions": _additions(l), "toggles_per_mac": l.toggles_per_mac,
