@@ -256,7 +256,7 @@ def run_sweep(c: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
                          "energy_pj": p["energy_pj"], "energy_memory_pj": p["energy_memory_pj"]})
     float_acc = accuracy(run.model, run.variables, run.dataset)
     write_sweep_outputs(rows, float_acc, run_dir, run.model_name, run.dataset.name, sw["axis"],
-                        None if accelerator is None or not accelerator.enabled else accelerator.name)
+                        accelerator.name if accelerator.enabled else None)
     results = {"mode": "sweep", "completed": True, "test_accuracy": None, "energy_pj": None, "toggles": None,
                "checkpoint": str(run.run_dir), "model": run.model_name, "data": run.dataset.name,
                "float_accuracy": float_acc, "rows": rows, "first_last": first_last, "calibration": cal,
