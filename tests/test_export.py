@@ -317,6 +317,8 @@ def test_bad_export_requests_fail_with_one_line(runs, tmp_path):
         _export(checkpoints[("float", "mac")], tmp_path / "a")
     with pytest.raises(ConfigError, match="acc_bits=1: expected"):
         _export(checkpoints[("uniform", "mac")], tmp_path / "b", "acc_bits=1")
+    with pytest.raises(ConfigError, match="power_batch=0: expected a whole number of test images >= 1"):
+        _export(checkpoints[("uniform", "mac")], tmp_path / "b", "power_batch=0")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not an empty directory"):

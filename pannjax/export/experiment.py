@@ -54,6 +54,13 @@ def check_acc_bits(value: Any) -> int | str:
     return value
 
 
+def check_power_batch(value: Any) -> int:
+    """`power_batch`: how many test images the gate-level simulator runs (export and power entry points)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"power_batch={value!r}: expected a whole number of test images >= 1")
+    return value
+
+
 def _trained_network(c: Mapping[str, Any]):
     """(model, variables, dataset, reported accuracy) of the checkpoint, converted where asked."""
     from pannjax.train.checkpoint import restore_run_variables
@@ -175,7 +182,7 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
                           "e.g. checkpoint=outputs/train/<date>/<time>")
     if c["convert"] not in CONVERSIONS:
         raise ConfigError(f"convert={c['convert']!r}: expected one of {', '.join(CONVERSIONS)}")
-    acc_bits = check_acc_bits(c["acc_bits"])
+    acc_bits, power_batch = check_acc_bits(c["acc_bits"]), check_power_batch(c["power_batch"])
     run_dir = Path(run_dir)
     if run_dir.resolve() == Path(c["checkpoint"]).resolve():
         raise ConfigError(f"hydra.run.dir={run_dir} is the run checkpoint={c['checkpoint']} reads: write this run's "
@@ -201,7 +208,7 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
                             "acc_bits=auto uses the worst case)", row["path"], overflows, row["acc_bits"], observed)
         one = jax.ShapeDtypeStruct((1, *sample.shape[1:]), jnp.float32)
         report32 = build_report(model, variables, one, simulate=False)
-        batch = jnp.asarray(dataset.test_images[:int(c["power_batch"])])
+        batch = jnp.asarray(dataset.test_images[:power_batch])
         try:  # gate-level simulation on the operand streams the program itself computes
             report = build_report(model, variables, batch, acc_bits=acc_bits, simulate=bool(c["simulate"]),
                                   layer_inputs=layer_inputs(program, batch))

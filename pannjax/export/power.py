@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from pannjax.errors import ConfigError
 from pannjax.experiment import setup
-from pannjax.export.experiment import check_acc_bits, exported_network
+from pannjax.export.experiment import check_acc_bits, check_power_batch, exported_network
 from pannjax.export.runner import layer_inputs
 from pannjax.hw.report import build_report
 from pannjax.results import write_results
@@ -40,9 +40,7 @@ def run_program_power(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, 
     if run_dir.resolve() in (source.resolve(), source.resolve().parent):
         raise ConfigError(f"hydra.run.dir={run_dir} is the export checkpoint={source} reads: write this run's "
                           "outputs to another dir")
-    n = c["power_batch"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"power_batch={n!r}: expected a whole number of test images >= 1")
+    n = check_power_batch(c["power_batch"])
     with owned_run_dir(run_dir, "power", c, overwrite=c["overwrite"]):
         net = exported_network(source)
         batch = jnp.asarray(net.dataset.test_images[:n])
