@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--sweep", default=None, help="pot_sparsity multirun dir for measured digits densities")
     ap.add_argument("--accelerator", default="edge", help="configs/accelerator/<name> for data movement (none: off)")
-    ap.add_argument("--lpf-limit", type=int, default=None, help="ZigZag's loop prime factor limit (default: the config's)")
+    ap.add_argument("--lpf-limit", type=int, default=None,
+                    help="ZigZag's loop prime factor limit (default: the config's)")
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     args = ap.parse_args(argv)
     models = {v: AcceleratorModel.load(v) for v in VIEWS}

@@ -250,7 +250,8 @@ def test_data_movement_narrows_the_mac_to_bac_ratio_by_the_same_traffic(tmp_path
         m_u, m_p = (script.engine_energy(layers, d, moving) for layers, d in ((uniform, 1.0), (pot, density)))
         assert m_u["energy_memory_pj"] == pytest.approx(m_p["energy_memory_pj"], rel=1e-12)
         assert m_u["energy_memory_pj"] > 0
-        assert (m_u["energy_compute_pj"], m_p["energy_compute_pj"]) == pytest.approx((e_u["energy_pj"], e_p["energy_pj"]))
+        assert (m_u["energy_compute_pj"], m_p["energy_compute_pj"]) == pytest.approx(
+            (e_u["energy_pj"], e_p["energy_pj"]))
         with_memory = m_u["energy_pj"] / m_p["energy_pj"]
         assert with_memory == pytest.approx((e_u["energy_pj"] + m_u["energy_memory_pj"])
                                             / (e_p["energy_pj"] + m_u["energy_memory_pj"]), rel=1e-9)

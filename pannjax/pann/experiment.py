@@ -300,7 +300,8 @@ def write_sweep_outputs(rows: Sequence[dict], float_acc: float, run_dir: Path, m
     for panel, ax in enumerate(axes):
         for bx in sorted({r["x_bits"] for r in rows if r["method"] == "pann"}):
             pts = sorted((r[key], r["accuracy"]) for r in rows if r["method"] == "pann" and r["x_bits"] == bx)
-            ax.plot([p[0] / unit for p in pts], [100 * p[1] for p in pts], "o-", ms=3, label=f"PANN, b_x={bx} (R swept)")
+            ax.plot([p[0] / unit for p in pts], [100 * p[1] for p in pts], "o-", ms=3,
+                    label=f"PANN, b_x={bx} (R swept)")
         for method, name in (("uniform_signed", "uniform b-bit, two's complement"),
                              ("uniform_split", "uniform b-bit, unsigned (split) accumulators")):
             pts = [r for r in rows if r["method"] == method]

@@ -21,7 +21,7 @@ class PannSweep:
     additions: list[float] = dataclasses.field(
         default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0])
     uniform_bits: list[int] = dataclasses.field(default_factory=lambda: [2, 3, 4, 5, 6, 7, 8])
-    axis: str = "toggles"  # sweep.png's power axis: toggles (bit flips) | energy (pJ, with data movement on an accelerator)
+    axis: str = "toggles"  # sweep.png's power axis: toggles (bit flips) | energy (pJ; data movement on an accelerator)
 
 
 @dataclasses.dataclass(frozen=True)
