@@ -28,7 +28,7 @@ import numpy as np
 from pannjax.errors import ConfigError
 from pannjax.hw.accumulator import AccumulatorWidth
 from pannjax.hw.bitflips import OperandStats
-from pannjax.hw.cost import LayerCost, Pricing, price_layer
+from pannjax.hw.cost import LayerCost, Pricing, price_layer, totals
 from pannjax.hw.energy import EnergyTable
 from pannjax.hw.gates.model import ACCUMULATION_GROUPS
 from pannjax.hw.system import OPERANDS, AcceleratorConfig
@@ -84,23 +84,28 @@ class NetworkReport:
     accelerator: str | None = None  # the accelerator data movement is priced on (None: arithmetic only)
 
     @property
+    def _engine_totals(self) -> dict[str, Any]:
+        """The cost engine's network totals of the layers (`pannjax.hw.cost.totals`)."""
+        return totals([l.cost for l in self.layers])
+
+    @property
     def total_energy_pj(self) -> float:
         """Energy per example: compute plus, on an accelerator, data movement."""
-        return float(sum(l.energy_total_pj for l in self.layers))
+        return self._engine_totals["energy_pj"]
 
     @property
     def compute_energy_pj(self) -> float:
-        return float(sum(l.energy_pj for l in self.layers))
+        return self._engine_totals["energy_compute_pj"]
 
     @property
     def memory_energy_pj(self) -> float | None:
         """Data movement per example (None: no accelerator, the arithmetic alone)."""
-        return None if self.accelerator is None else float(sum(l.energy_memory_pj for l in self.layers))
+        return self._engine_totals["energy_memory_pj"]
 
     @property
     def latency_cycles(self) -> float | None:
         """Cycles per example, layers run one after the other (None: no accelerator)."""
-        return None if self.accelerator is None else float(sum(l.memory.latency_cycles for l in self.layers))
+        return self._engine_totals["latency_cycles"]
 
     def energy_record(self) -> dict[str, float | None]:
         """The energy keys every results.json carries (the results schema): `energy_pj` (compute plus data
