@@ -2,7 +2,8 @@
 
 Three registries turn config names into objects, and code outside the package extends them:
   * quantization schemes: `quant.name` -> function(**fields) -> (quantizer_w, quantizer_x)
-  * operators:            `op.name`    -> Operator class (fields: its own, plus `mode`)
+  * operators:            `op.name`    -> Operator class (fields: its own); `op.mode` wraps it in an in-memory
+                          macro (`pannjax.ops.in_memory.wrap`: kind digital | aimc | dimc, the `mode` group)
   * (models and data sets have their own registries in `pannjax.models` and `pannjax.data`)
 
 Unknown names and unknown or invalid fields raise `ConfigError` with one line naming the key.
@@ -21,8 +22,8 @@ from typing import Any, Callable, Mapping
 
 from pannjax.errors import ConfigError
 from pannjax.nn import ArithPolicy, LayerArith
-from pannjax.ops import (AdderOperator, BwnOperator, ComputeMode, MacOperator, MfOperator, Operator,
-                         XnorOperator)
+from pannjax.ops import AdderOperator, BwnOperator, MacOperator, MfOperator, Operator, XnorOperator
+from pannjax.ops.in_memory import wrap
 from pannjax.ops.shift import ShiftOperator
 from pannjax.quant import FloatQuantizer, Quantizer, UniformQuantizer
 from pannjax.quant.apot import ApotQuantizer
@@ -111,7 +112,7 @@ def register_quant_scheme(name: str, scheme: QuantScheme) -> None:
 
 
 def register_operator(name: str, cls: type) -> None:
-    """Make `op=<name>` build `cls(mode=ComputeMode(...), **fields)`."""
+    """Make `op=<name>` build `cls(**fields)` (in the computing mode `op.mode` gives)."""
     if not issubclass(cls, Operator):
         raise ConfigError(f"operator {name!r}: {cls.__name__} does not subclass pannjax.ops.Operator")
     _OPERATORS[name] = cls
@@ -176,17 +177,17 @@ def build_operator(cfg: Mapping[str, Any], where: str = "op") -> Operator:
     if name not in _OPERATORS:
         raise ConfigError(f"{where}.name={name!r} is unknown; available: {', '.join(operator_names())}")
     mode_fields = dict(fields.pop("mode", None) or {})
-    known_mode = {f.name for f in dataclasses.fields(ComputeMode)}
-    unknown = sorted(set(mode_fields) - known_mode)
-    if unknown:
-        raise ConfigError(f"{where}.mode.{unknown[0]} is not a known option; valid: {', '.join(sorted(known_mode))}")
     cls = _OPERATORS[name]
-    known = {f.name for f in dataclasses.fields(cls)} - {"mode"}
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]} is not a known option of operator {name!r}; "
                           f"valid: {', '.join(sorted(known | {'mode'}))}")
-    return cls(mode=ComputeMode(**mode_fields), **fields)
+    inner = cls(**fields)
+    try:
+        return wrap(inner, **mode_fields)
+    except ConfigError as e:  # "mode.<key>=...": name the full dotted key
+        raise ConfigError(f"{where}.{e}" if str(e).startswith("mode.") else str(e)) from None
 
 
 def check_patterns(patterns: Mapping[str, Any], paths: list[str] | None) -> None:
@@ -223,7 +224,7 @@ def build_policy(quant: Mapping[str, Any], op: Mapping[str, Any],
     elif first_last == "int8":
         # 8-bit uniform weights are multiplied: the first/last layers are MACs whatever the network's operator
         overrides.append((FIRST_LAST_PATTERN, LayerArith(*uniform_scheme(w_bits=8, x_bits=8),
-                                                         MacOperator(mode=base_op.mode))))
+                                                         base_op.in_mode_of(MacOperator()))))
     elif first_last != "same":
         raise ConfigError(f"quant.first_last={first_last!r}: expected same, float or int8")
     for i, layer in enumerate(layers):

@@ -38,7 +38,7 @@ CANDIDATES = {
     "mac4": {"quant": {"name": "uniform", "w_bits": 4, "x_bits": 4}, "op": {"name": "mac"}},
     "shift4": {"quant": {"name": "pot", "w_bits": 4, "x_bits": 8}, "op": {"name": "shift"}},
     "mac8_cim": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8},
-                 "op": {"name": "mac", "mode": {"kind": "analog", "adc_bits": 6}}},
+                 "op": {"name": "mac", "mode": {"kind": "aimc", "adc_bits": 6}}},
     "bwn": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "bwn"}},
     "mf": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8}, "op": {"name": "mf"}},
 }
@@ -76,7 +76,7 @@ def main() -> None:
 
     steps = {"all-MAC train step": run_plain}
     for i, cand in enumerate(space.candidates):  # an analog candidate's own network: what a path through it costs alone
-        if cand.arith.operator.mode.is_analog:
+        if cand.arith.operator.analog:
             holder[cand.name] = create_train_state(resnet(space.uniform_policy(i)), tx, batches[0]["image"], 0)
 
             def run_uniform(name=cand.name):

@@ -104,7 +104,7 @@ SEARCH = [
     ("search=sensitivity search.energy_budget=0.5 search.use=[mac4,shift4]",
      "search.use=['mac4', 'shift4'] lacks search.reference='mac8': search=sensitivity measures every candidate"),
     ("search=sensitivity search.energy_budget=0.5 search.sensitivity_measure=hessian",
-     "search.use: candidate 'mac8_cim' (MacOperator, analog) is not a digital linear operator"),
+     "search.use: candidate 'mac8_cim' (op=mac, mode aimc) is not a digital linear operator"),
     ("search.energy_budget_of=nope", "search.energy_budget_of='nope' is not defined under search.candidates"),
     ("search=sensitivity search.energy_budget=0.5 search.sensitivity_measure=taylor",
      "search.sensitivity_measure='taylor': expected loss or hessian"),
@@ -142,7 +142,7 @@ def float_run(tmp_path_factory):
 
 
 PANN = [
-    ("mode=bogus", "mode='bogus': expected one of ('convert', 'sweep', 'table')"),
+    ("mode=bogus", "mode=bogus is not a config of group mode; available: aimc, convert, digital, dimc, sweep, table"),
     ("mode=table budget_bits=0", "budget_bits=0: expected bit widths in 1..16"),
     ("budget_bits=[0]", "budget_bits=[0]: expected bit widths in 1..16"),
     ("budget_bits=abc", "budget_bits='abc': expected bit widths, e.g. budget_bits=[2,3,4]"),
@@ -229,7 +229,7 @@ COMBINATIONS = [
     (("quant=pann", "op=xnor"), "op=xnor (mode digital) cannot run PANN addition-count weights (quant=pann)"),
     (("quant=pann", "op=adder"), "op=adder (mode digital) cannot run PANN addition-count weights"),
     (("quant=pann", "op=mf"), "op=mf (mode digital) cannot run PANN addition-count weights"),
-    (("quant=pann", "op.mode.kind=analog"), "op=mac (mode analog) cannot run PANN addition-count weights"),
+    (("quant=pann", "op.mode.kind=analog"), "op=mac (mode aimc) cannot run PANN addition-count weights"),
     (("quant=pann", 'layers=[{pattern: "^conv1$", op: {name: xnor}}]'),
      "layers[0].op=xnor (mode digital) cannot run PANN addition-count weights"),
 ]

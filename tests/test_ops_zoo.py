@@ -16,7 +16,7 @@ from pannjax.errors import ConfigError
 from pannjax.hw.report import build_report
 from pannjax.models import build_model
 from pannjax.numerics import FLOAT32, NumberFormat
-from pannjax.ops import (AdderOperator, BwnOperator, ComputeMode, ContractionShape, MacOperator, MfOperator,
+from pannjax.ops import (AdderOperator, Analog, BwnOperator, ContractionShape, MacOperator, MfOperator,
                          ShiftOperator, XnorOperator, adder_lr_scaling, xnor_popcount_conv, xnor_popcount_dense)
 from pannjax.quant.pot import PotQuantizer
 from pannjax.quant.ste import binarize_ste, sign_ste
@@ -240,15 +240,15 @@ def test_costs_feed_the_network_report_for_every_operator():
         ("add", (5,), 720), ("abs", (5,), 720), ("add", (24,), 720)]
     assert [(o.kind, o.bits, o.count) for o in table_ops(MfOperator().cost(shape, fx, fw, 24))] == [("add", (5,), 720),
                                                                                       ("add", (24,), 720)]
-    analog = table_ops(MfOperator(mode=ComputeMode("analog")).cost(shape, FLOAT32, FLOAT32))
+    analog = table_ops(Analog(MfOperator()).cost(shape, FLOAT32, FLOAT32))
     assert [o.kind for o in analog] == ["cim_mac", "adc", "add"]
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
 def test_analog_mode_runs_and_approaches_digital(name):
     digital = PAIRS[name][0]
-    analog = digital.replace(mode=ComputeMode("analog", adc_bits=12, rows_per_array=18))
-    noisy = digital.replace(mode=ComputeMode("analog", adc_bits=4, rows_per_array=18, noise_std=0.1))
+    analog = Analog(digital, adc_bits=12, rows=18)
+    noisy = Analog(digital, adc_bits=4, rows=18, noise_std=0.1)
     x, w = operands(1, c_in=8, c_out=4, seed=8)
     y = digital.conv(x, w)
     scale = float(jnp.abs(y).max())
@@ -266,6 +266,6 @@ def test_op_configs_build_every_operator_by_name():
         with initialize_config_dir(config_dir=os.path.abspath(CONFIGS), version_base="1.3"):
             cfg = compose("train", overrides=[f"op={name}", "op.mode.kind=analog", "op.mode.adc_bits=4"])
         op = build_operator(dict(cfg.op))
-        assert type(op) is cls and op.name == name and op.mode.adc_bits == 4 and op.mode.is_analog
+        assert type(op.inner) is cls and op.name == name and op.adc_bits == 4 and op.analog and op.mode == "aimc"
     with pytest.raises(ConfigError, match="op.input_scale"):
         build_operator({"name": "xnor", "input_scale": "beta"})

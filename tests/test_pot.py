@@ -12,7 +12,7 @@ from pannjax.build import build_operator, build_policy, build_quantizers
 from pannjax.errors import ConfigError
 from pannjax.nn import QDense
 from pannjax.numerics import FLOAT32, NumberFormat
-from pannjax.ops import ComputeMode, ContractionShape, ShiftOperator, shift_accumulate, shift_conv
+from pannjax.ops import Analog, ContractionShape, ShiftOperator, shift_accumulate, shift_conv
 from pannjax.quant import ApotQuantizer, PotQuantizer, UniformQuantizer
 from pannjax.hw.units import table_ops
 
@@ -184,7 +184,7 @@ def test_shift_cost_counts_shifts_and_adds_and_skips_zero_weights():
     ops = table_ops(ShiftOperator().cost(shape, fx, fw, 24, density=0.25))
     assert [o.count for o in ops] == [1800, 1800]
     assert [o.kind for o in table_ops(ShiftOperator().cost(shape, FLOAT32, FLOAT32))] == ["fmul", "fadd"]
-    analog = table_ops(ShiftOperator(mode=ComputeMode("analog", rows_per_array=36)).cost(shape, fx, fw, 24,
+    analog = table_ops(Analog(ShiftOperator(), rows=36).cost(shape, fx, fw, 24,
                                                                                          density=0.5))
     assert [(o.kind, o.count) for o in analog] == [("cim_mac", 7200), ("adc", 200), ("add", 100)]
     with pytest.raises(ConfigError, match="density=1.5"):

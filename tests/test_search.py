@@ -116,7 +116,7 @@ def test_hook_with_one_hot_gates_equals_derived_network(digits):
     y_derived = derived.apply({"params": derived_params, "batch_stats": variables["batch_stats"]}, x, train=False)
     np.testing.assert_allclose(y_search, y_derived, rtol=1e-5, atol=1e-5)
     records = {r.path: r for r in bound_layers(derived, fresh, x)}
-    assert records["conv1"].operator.name == "shift" and records["conv2"].operator.mode.is_analog
+    assert records["conv1"].operator.name == "shift" and records["conv2"].operator.analog
     # single path: one shared contraction (analog reuses its crossbar chunks), same forward value
     assert contraction_groups(space.candidates) == [[0, 1, 2]]
     y_path = search_apply_fn(model, space, True)({**variables, GATES: gates}, x, train=False)

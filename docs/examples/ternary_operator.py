@@ -24,7 +24,7 @@ from flax import struct
 
 from pannjax.build import register_operator
 from pannjax.numerics import NumberFormat
-from pannjax.ops import ComputeMode, ContractionShape, LinearOperator, UnitOp
+from pannjax.ops import ContractionShape, LinearOperator, UnitOp
 
 
 def ternarize(w: jax.Array, threshold: float) -> jax.Array:
@@ -43,7 +43,6 @@ class TernaryOperator(LinearOperator):
 
     name = "ternary"
     threshold: float = struct.field(pytree_node=False, default=0.7)
-    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
     def weight_transform(self, w):
         return ternarize(w, self.threshold)

@@ -135,7 +135,7 @@ class BoundLayer:
         float, abstract, analog (its sums are digitised per crossbar chunk) or other layers."""
         view = self.weight_view()
         linear = self.operator.linear_contraction or self.w_format.kind == "count"
-        if view is None or self.x_format.is_float or not linear or self.operator.mode.is_analog:
+        if view is None or self.x_format.is_float or not linear or self.operator.analog:
             return None
         worst = worst_case_bits(np.asarray(view.codes), self.x_format)
         inputs = self.input_view()

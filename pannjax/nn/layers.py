@@ -35,7 +35,7 @@ def _bound(module: nn.Module, name: str, quantizer: Quantizer, x: jax.Array) -> 
 
 
 def _noise_rng(module: nn.Module, operator: Operator) -> jax.Array | None:
-    if operator.mode.noise_std > 0 and module.has_rng("noise"):
+    if operator.noise_std > 0 and module.has_rng("noise"):
         return module.make_rng("noise")
     return None
 

@@ -40,7 +40,7 @@ from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, Operator, UnitOp, linear_conv, wider_float
+from pannjax.ops.base import ContractionShape, Operator, UnitOp, linear_conv, wider_float
 from pannjax.ops.integer import IntegerWeights, absdiff_contraction, datapath, input_grid, l1_limit
 
 GRADIENTS = ("full_precision", "exact")
@@ -171,7 +171,6 @@ class AdderOperator(Operator):
 
     name = "adder"
     gradient: str = struct.field(pytree_node=False, default="full_precision")
-    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
     def __post_init__(self):
         if self.gradient not in GRADIENTS:

@@ -9,7 +9,7 @@ It offers
                                                pricer reads (energy table, toggle models)
   * `hardware_weights(quantizer_w)`            the quantizer whose integer view is what the datapath
                                                receives (after the operator's own weight rounding)
-and carries its computing `mode` (`ComputeMode`).
+and says where it computes (`mode`, `analog`; see Computing modes).
 
 Costs come from the numbers a layer computes with: an operator that rounds the weights it receives
 (`weight_transform`: powers of two for shift, signs for BWN) prices the rounded weights
@@ -25,61 +25,28 @@ reports is per weight-product, so all are scaled by `density` (rounded to whole 
 array without zero gating computes every product (`skips_zero_weights = False`, the default), and an
 analog crossbar reads every cell whatever its weight, so density changes nothing there.
 
-Computing modes. "digital" computes the contraction exactly. "analog" models compute-in-memory: the
-reduction is split into chunks of at most `rows_per_array` rows (one crossbar column each), every
-chunk's partial sum is digitised by an ADC of `adc_bits` bits, and the digitised partial sums are added
-digitally (the standard CIM macro model, e.g. Peng et al., "DNN+NeuroSim", IEDM 2019, Sec. II). The ADC
-is modelled as a uniform signed quantizer whose full scale is the largest partial-sum magnitude of the
-batch (an ideally calibrated ADC); optional Gaussian noise of std `noise_std` x full scale is added
-before conversion when an rng is given (training for robustness). The ADC is straight-through in the
-backward pass (rounding and clipping), so the analog gradient is the exact contraction's, computed by one
-contraction's VJP rather than one per chunk (`crossbar_contraction`). Subclasses implement only the
-digital contraction; the analog path is shared.
+Computing modes. An operator computes in digital logic. Compute-in-memory is a wrapper around any
+operator (`pannjax.ops.in_memory.InMemory`): `dense`/`conv` take the wrapper as `in_memory` and hand it their
+reduction on the transformed operands, so whatever an operator does around the reduction (XNOR's input
+binarisation and scaling) stays its own. `mode` ("digital" here) and `analog` say where an operator
+computes; `in_mode_of(op)` puts another operator in the same mode (the first/last MAC layers of a network).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.hw.units import OpCount, UnitOp  # noqa: F401  (OpCount re-exported)
 from pannjax.numerics import NumberFormat
 from pannjax.ops.integer import IntegerWeights, l1_limit, per_channel
-from pannjax.quant.ste import round_ste
 
-MODES = ("digital", "analog")
 Padding = str | tuple[tuple[int, int], ...]
-
-
-@struct.dataclass
-class ComputeMode:
-    """Where the contraction happens: exact digital logic or an analog crossbar with ADCs."""
-
-    kind: str = struct.field(pytree_node=False, default="digital")
-    adc_bits: int = struct.field(pytree_node=False, default=8)
-    rows_per_array: int = struct.field(pytree_node=False, default=128)
-    noise_std: float = struct.field(pytree_node=False, default=0.0)
-
-    def __post_init__(self):
-        if self.kind not in MODES:
-            raise ConfigError(f"mode.kind={self.kind!r}: expected one of {MODES}")
-        if not 1 <= self.adc_bits <= 16:
-            raise ConfigError(f"mode.adc_bits={self.adc_bits}: expected 1..16")
-        if self.rows_per_array < 1:
-            raise ConfigError(f"mode.rows_per_array={self.rows_per_array}: expected >= 1")
-        if self.noise_std < 0:
-            raise ConfigError(f"mode.noise_std={self.noise_std}: expected >= 0")
-
-    @property
-    def is_analog(self) -> bool:
-        return self.kind == "analog"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +60,11 @@ class ContractionShape:
     @property
     def macs(self) -> int:
         return self.outputs * self.fan_in
+
+
+def check_density(density: float) -> None:
+    if not 0.0 <= density <= 1.0:
+        raise ConfigError(f"density={density!r}: expected a fraction of non-zero weights in [0, 1]")
 
 
 def wider_float(x_format: NumberFormat, w_format: NumberFormat) -> NumberFormat:
@@ -133,69 +105,21 @@ def linear_conv(x: jax.Array, w: jax.Array, strides, padding, groups: int) -> ja
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
 
-def adc(partial: jax.Array, mode: ComputeMode, rng: jax.Array | None) -> jax.Array:
-    """Digitise crossbar partial sums with a signed `mode.adc_bits` ADC (see module docstring)."""
-    full_scale = jax.lax.stop_gradient(jnp.maximum(jnp.max(jnp.abs(partial)), 1e-8))
-    if rng is not None and mode.noise_std > 0:
-        partial = partial + mode.noise_std * full_scale * jax.random.normal(rng, partial.shape, partial.dtype)
-    levels = 2 ** (mode.adc_bits - 1) - 1 if mode.adc_bits > 1 else 1
-    step = full_scale / levels
-    return round_ste(jnp.clip(partial / step, -levels, levels)) * step
-
-
-def digitise(partials: Sequence[jax.Array], mode: ComputeMode, rng: jax.Array | None) -> jax.Array:
-    """The analog output: the sum over crossbar chunks of each chunk's ADC-digitised partial sum (chunk i
-    draws its read noise from `fold_in(rng, i)`)."""
-    return sum(adc(p, mode, None if rng is None else jax.random.fold_in(rng, i)) for i, p in enumerate(partials))
-
-
-Contraction = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def crossbar_contraction(exact: Contraction, partials: Callable[[jax.Array, jax.Array], list], x: jax.Array,
-                         w: jax.Array, modes: Sequence[ComputeMode], rngs: Sequence[jax.Array | None],
-                         which: int | jax.Array = 1) -> jax.Array:
-    """y = exact(x, w) if which == 0, else digitise(partials(x, w), modes[which - 1], rngs[which - 1]).
-
-    `partials` splits the reduction of `exact` into crossbar chunks (their sum is `exact(x, w)`), so with
-    the ADC taken as the identity in the backward pass (straight-through rounding and clipping, constant
-    full scale) the gradient of every branch is that of the exact contraction: the backward pass runs the
-    VJP of `exact` once instead of one contraction per chunk. `which` may be a traced index (a single-path
-    search picks the exact sum or one of several ADCs per step): the forward pass then runs only the
-    selected branch (`lax.switch`), and the backward pass holds no conditional."""
-    branches = [lambda x, w, rngs: exact(x, w)]
-    branches += [lambda x, w, rngs, m=m, j=j: digitise(partials(x, w), m, rngs[j]) for j, m in enumerate(modes)]
-
-    static = isinstance(which, int)
-
-    @jax.custom_vjp
-    def contract(x, w, rngs, index):
-        return branches[which](x, w, rngs) if static else jax.lax.switch(index, branches, x, w, rngs)
-
-    def forward(x, w, rngs, index):
-        return contract(x, w, rngs, index), (x, w)
-
-    def backward(res, g):
-        _, vjp = jax.vjp(exact, *res)
-        return (*vjp(g), None, None)
-
-    contract.defvjp(forward, backward)
-    return contract(x, w, tuple(rngs), jnp.asarray(which, jnp.int32))
-
-
 class Operator:
-    """Base of every operator. Subclasses are `flax.struct.dataclass`es with a static `mode` field
-    and implement `dense_digital`, `conv_digital` and `digital_cost`."""
+    """Base of every operator. Subclasses are `flax.struct.dataclass`es with static fields and implement
+    `dense_digital`, `conv_digital` and `digital_cost`."""
 
     name: str = "operator"
     #: True when the digital contraction is the ordinary linear one (`linear_conv` / matmul) on the
     #: quantized activations and the `weight_transform`-ed quantized weights, so operators with this flag
-    #: and the same `mode` differ only in their weights; a single-path search runs one contraction for all.
+    #: (in the same mode) differ only in their weights; a single-path search runs one contraction for all.
     linear_contraction: bool = False
     skips_zero_weights: bool = False  # digital datapath clock-gates products whose weight is zero
     #: True when PANN addition-count weights run on this operator as repeated additions (MAC only)
     accepts_counts: bool = False
-    mode: ComputeMode
+    mode: str = "digital"  # where the reduction happens: digital logic, or an in-memory macro ("aimc", "dimc")
+    analog: bool = False   # the reduction is digitised by ADCs (an analog macro)
+    noise_std: float = 0.0  # read noise of an analog macro (training only)
 
     # -- what subclasses implement -------------------------------------------------------------
     def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:  # pragma: no cover
@@ -229,48 +153,32 @@ class Operator:
         applied once before the contraction (analog: before the crossbar chunks). Identity by default."""
         return w
 
-    # -- crossbar chunks (analog mode) ----------------------------------------------------------
-    def dense_partials(self, x: jax.Array, w: jax.Array) -> list[jax.Array]:
-        """Digital partial sums of the reduction split into chunks of `mode.rows_per_array` rows (one
-        crossbar column each); `w` already transformed. Their sum is `dense_digital(x, w)`."""
-        rows = self.mode.rows_per_array
-        return [self.dense_digital(x[..., lo:lo + rows], w[lo:lo + rows]) for lo in range(0, w.shape[0], rows)]
-
-    def conv_partials(self, x: jax.Array, w: jax.Array, strides: tuple[int, ...], padding: Padding,
-                      groups: int) -> list[jax.Array]:
-        """As `dense_partials` for a conv: each chunk holds rows_per_array // (kh kw) input channels of
-        every group (normalised `strides`/`padding`, transformed `w`)."""
-        kh, kw, cg, _ = w.shape
-        chunk = max(1, self.mode.rows_per_array // (kh * kw))  # input channels per crossbar column
-        n, h, wd, _ = x.shape
-        xg = x.reshape(n, h, wd, groups, cg)
-        parts = []
-        for lo in range(0, cg, chunk):
-            hi = min(lo + chunk, cg)
-            parts.append(self.conv_digital(xg[..., lo:hi].reshape(n, h, wd, groups * (hi - lo)), w[:, :, lo:hi, :],
-                                           strides, padding, groups))
-        return parts
-
     # -- public API ----------------------------------------------------------------------------
-    def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    def in_mode_of(self, op: "Operator") -> "Operator":
+        """`op` computing where this operator computes (itself when digital; `InMemory` re-wraps)."""
+        return op
+
+    def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None, in_memory=None) -> jax.Array:
+        """y = x w under this operator; with `in_memory` (an `InMemory` macro) the reduction runs there."""
         if w.ndim != 2 or x.shape[-1] != w.shape[0]:
             raise ConfigError(f"dense expects x (..., {w.shape[0] if w.ndim == 2 else '?'}) and w (C_in, C_out); "
                               f"got x {x.shape} and w {w.shape}")
         w = self.weight_transform(w)
-        if not self.mode.is_analog:
+        if in_memory is None:
             return self.dense_digital(x, w)
-        return crossbar_contraction(self.dense_digital, self.dense_partials, x, w, (self.mode,), (rng,))
+        return in_memory.contract(self.dense_digital, lambda x, w: in_memory.dense_partials(self, x, w), x, w, rng)
 
     def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
-             groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
+             groups: int = 1, rng: jax.Array | None = None, in_memory=None) -> jax.Array:
+        """The convolution under this operator (NHWC, HWIO); `in_memory` as in `dense`."""
         check_conv_shapes(x, w, groups)
         w = self.weight_transform(w)
         strides, padding = tuple(int(s) for s in strides), normalize_padding(padding)
-        if not self.mode.is_analog:
+        if in_memory is None:
             return self.conv_digital(x, w, strides, padding, groups)
-        return crossbar_contraction(lambda x, w: self.conv_digital(x, w, strides, padding, groups),
-                                    lambda x, w: self.conv_partials(x, w, strides, padding, groups),
-                                    x, w, (self.mode,), (rng,))
+        return in_memory.contract(lambda x, w: self.conv_digital(x, w, strides, padding, groups),
+                                  lambda x, w: in_memory.conv_partials(self, x, w, strides, padding, groups),
+                                  x, w, rng)
 
     def cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
              acc_bits: int = 32, density: float = 1.0, additions: float | None = None) -> tuple[UnitOp, ...]:
@@ -278,32 +186,22 @@ class Operator:
         format (`weight_format(quantizer_w)`), `density` the fraction of non-zero weights and
         `additions` the realised mean |w_int| of addition-count weights.
 
-        Digital: `digital_cost`, scaled by `density` when the operator skips zero weights (module docstring);
-        count weights on an operator that `accepts_counts`: `additions` * MACs additions of the activation
-        (PANN; arch "split" -- two unsigned accumulators -- unless the count format is signed).
-        Analog: every product is a crossbar cell operation, each chunk of `rows_per_array` rows one ADC
-        conversion per output, and the chunks' partial sums are accumulated digitally."""
-        if not 0.0 <= density <= 1.0:
-            raise ConfigError(f"density={density!r}: expected a fraction of non-zero weights in [0, 1]")
+        `digital_cost`, scaled by `density` when the operator skips zero weights (module docstring); count
+        weights on an operator that `accepts_counts`: `additions` * MACs additions of the activation (PANN;
+        arch "split" -- two unsigned accumulators -- unless the count format is signed). An in-memory macro
+        prices itself (`InMemory.cost`)."""
+        check_density(density)
         x_format = self.input_format(x_format)
         if w_format.kind == "count":
             return self._count_cost(shape, x_format, w_format, acc_bits, additions)
-        if not self.mode.is_analog:
-            units = tuple(self.digital_cost(shape, x_format, w_format, acc_bits))
-            if not self.skips_zero_weights or density == 1.0:
-                return units
-            return tuple(u.scaled(density) for u in units)
-        chunks = math.ceil(shape.fan_in / self.mode.rows_per_array)
-        return (
-            UnitOp("cim_mac", x_format, w_format, acc_bits, shape.fan_in, shape.macs),
-            UnitOp("adc", NumberFormat("int", self.mode.adc_bits), None, acc_bits, chunks, shape.outputs * chunks),
-            UnitOp("accumulate", NumberFormat("int", acc_bits), None, acc_bits, chunks,
-                   shape.outputs * max(chunks - 1, 0)),
-        )
+        units = tuple(self.digital_cost(shape, x_format, w_format, acc_bits))
+        if not self.skips_zero_weights or density == 1.0:
+            return units
+        return tuple(u.scaled(density) for u in units)
 
     def check_weights(self, quantizer_w, where: str = "op") -> None:
         """One-line error, at set-up, when this operator cannot compute with `quantizer_w`'s weights: PANN
-        addition counts need an operator that `accepts_counts` (op=mac) in digital mode; operators that
+        addition counts need an operator that `accepts_counts` (op=mac, digital); operators that
         re-round the weights themselves (shift, bwn) take any."""
         if self.weight_format(quantizer_w).kind == "count":
             self._refuse_counts(where)
@@ -319,22 +217,16 @@ class Operator:
 
     def integer_view(self, quantizer_w, kernel):
         """The integer view (codes, scale, format) of the weights the digital datapath receives; a one-line
-        error for analog modes and float weights."""
-        self._digital_only()
+        error for float weights."""
         view = self.hardware_weights(quantizer_w).integer(jnp.asarray(kernel))
         if view.format.is_float:
             raise ConfigError(f"op={self.name} with float weights: export needs integer weights (quant=uniform, "
                               "pot, apot or pann)")
         return view
 
-    def _digital_only(self) -> None:
-        if self.mode.is_analog:
-            raise ConfigError(f"op={self.name} in mode {self.mode.kind}: an analog crossbar's ADC full scale follows "
-                              "each batch, so it has no fixed integer program; export digital networks")
-
     def _refuse_counts(self, where: str = "op") -> None:
-        if not self.accepts_counts or self.mode.is_analog:
-            raise ConfigError(f"{where}={self.name} (mode {self.mode.kind}) cannot run PANN addition-count weights "
+        if not self.accepts_counts:
+            raise ConfigError(f"{where}={self.name} (mode {self.mode}) cannot run PANN addition-count weights "
                               "(quant=pann): they run as repeated additions on op=mac in digital mode, or are "
                               "re-rounded by op=shift or op=bwn")
 

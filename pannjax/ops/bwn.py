@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, LinearOperator, UnitOp
+from pannjax.ops.base import ContractionShape, LinearOperator, UnitOp
 from pannjax.ops.integer import datapath, integer_contraction
 from pannjax.quant.base import IntegerView, Quantizer, Requantized
 from pannjax.quant.ste import binarize_ste
@@ -73,7 +73,6 @@ class BwnOperator(LinearOperator):
 
     name = "bwn"
     integer_datapath = "sign_select"
-    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
     def weight_transform(self, w: jax.Array) -> jax.Array:
         return binary_weights(w)

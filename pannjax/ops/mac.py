@@ -5,7 +5,7 @@ from __future__ import annotations
 from flax import struct
 
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, LinearOperator, UnitOp, wider_float
+from pannjax.ops.base import ContractionShape, LinearOperator, UnitOp, wider_float
 
 
 @struct.dataclass
@@ -17,7 +17,6 @@ class MacOperator(LinearOperator):
 
     name = "mac"
     accepts_counts = True
-    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
                      acc_bits: int) -> tuple[UnitOp, ...]:

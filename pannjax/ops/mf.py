@@ -29,7 +29,7 @@ import numpy as np
 from flax import struct
 
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import ComputeMode, ContractionShape, Operator, UnitOp, linear_conv, wider_float
+from pannjax.ops.base import ContractionShape, Operator, UnitOp, linear_conv, wider_float
 from pannjax.ops.integer import IntegerWeights, datapath, input_grid, integer_contraction, l1_limit
 from pannjax.quant.ste import sign_ste
 
@@ -39,7 +39,6 @@ class MfOperator(Operator):
     """y = sum sign(x)|w| + sign(w)|x| as two MAC contractions of transformed operands (module docstring)."""
 
     name = "mf"
-    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
     def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
         return jnp.matmul(sign_ste(x), jnp.abs(w)) + jnp.matmul(jnp.abs(x), sign_ste(w))

@@ -40,7 +40,7 @@ from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import (ComputeMode, ContractionShape, LinearOperator, Padding, UnitOp, check_conv_shapes,
+from pannjax.ops.base import (ContractionShape, LinearOperator, Padding, UnitOp, check_conv_shapes,
                               normalize_padding, wider_float)
 from pannjax.ops.integer import IntegerWeights, datapath, integer_contraction, l1_limit, per_channel
 from pannjax.quant.base import IntegerView, Requantized
@@ -131,7 +131,6 @@ class ShiftOperator(LinearOperator):
 
     name = "shift"
     skips_zero_weights = True  # a pruned (zero) weight is not shifted nor accumulated (arXiv 2209.15257)
-    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
     # DeepShift-Q (Elhoushi et al., arXiv 1905.13298, Sec. 3.1): round the weights the operator receives
     # to signed powers of two, sign(w) * 2^round(log2|w|), with a straight-through gradient -- here
     # `PotQuantizer(weight_bits, scale_mode="max")` (per output channel, levels max|w| * 2^-k), so
@@ -164,7 +163,6 @@ class ShiftOperator(LinearOperator):
     def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
         """The shifter's stored fields: per weight its sign (-1, 0, 1) and shift (0..max_shift); one
         accumulator unit is s_w 2^-max_shift (the "shift" datapath)."""
-        self._digital_only()
         view = self.hardware_weights(quantizer_w).integer(jnp.asarray(kernel))
         sign, shift, max_shift = _pot_parts(view)
         sign, shift = np.asarray(sign, np.int32), np.asarray(shift, np.int32)

@@ -37,7 +37,7 @@ from flax import struct
 
 from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
-from pannjax.ops.base import (ComputeMode, ContractionShape, Operator, Padding, UnitOp, check_conv_shapes,
+from pannjax.ops.base import (ContractionShape, Operator, Padding, UnitOp, check_conv_shapes,
                               linear_conv, normalize_padding)
 from pannjax.ops.bwn import SIGN_BIT, scaling_cost
 from pannjax.ops.integer import IntegerWeights, datapath
@@ -121,7 +121,6 @@ class XnorOperator(Operator):
 
     name = "xnor"
     input_scale: str = struct.field(pytree_node=False, default="k_matrix")
-    mode: ComputeMode = struct.field(pytree_node=False, default_factory=ComputeMode)
 
     def __post_init__(self):
         if self.input_scale not in INPUT_SCALES:
@@ -150,14 +149,14 @@ class XnorOperator(Operator):
         return alpha * (k if groups == 1 else jnp.repeat(k, c_out // groups, axis=-1))
 
     # -- float path: binarise once, contract (analog: per crossbar chunk), rescale --------------
-    def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-        return super().dense(binarize_ste(x), binarize_ste(w), rng) * self._dense_scale(x, w)
+    def dense(self, x: jax.Array, w: jax.Array, rng: jax.Array | None = None, in_memory=None) -> jax.Array:
+        return super().dense(binarize_ste(x), binarize_ste(w), rng, in_memory) * self._dense_scale(x, w)
 
     def conv(self, x: jax.Array, w: jax.Array, strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
-             groups: int = 1, rng: jax.Array | None = None) -> jax.Array:
+             groups: int = 1, rng: jax.Array | None = None, in_memory=None) -> jax.Array:
         check_conv_shapes(x, w, groups)
         strides, padding = tuple(int(s) for s in strides), normalize_padding(padding)
-        y = super().conv(binarize_ste(x), binarize_ste(w), strides, padding, groups, rng)
+        y = super().conv(binarize_ste(x), binarize_ste(w), strides, padding, groups, rng, in_memory)
         return y * self._conv_scale(x, w, strides, padding, groups)
 
     def dense_digital(self, x: jax.Array, w: jax.Array) -> jax.Array:
@@ -181,7 +180,6 @@ class XnorOperator(Operator):
     def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
         """One bit per weight (sign of the quantized weight, +-1) and alpha = mean |w| per output channel; with
         the K matrix one accumulator unit is alpha s_x / (C_g kh kw) (dense: alpha s_x / C_in)."""
-        self._digital_only()
         w = np.asarray(quantizer_w.quantize(jnp.asarray(kernel)))
         alpha = np.mean(np.abs(w), axis=tuple(range(w.ndim - 1))).astype(np.float64)
         bits = np.where(w > 0, 1, -1).astype(np.int32)

@@ -41,27 +41,28 @@ import jax.numpy as jnp
 
 from pannjax.nn.layers import QConv, QDense, _bound, _noise_rng
 from pannjax.ops import MacOperator
-from pannjax.ops.base import crossbar_contraction, normalize_padding
+from pannjax.ops.base import normalize_padding
+from pannjax.ops.in_memory import crossbar_contraction
 from pannjax.search.space import Candidate, SearchSpace
 
 GATES = "gates"
 Contract = Callable[..., jax.Array]  # (operator, x_quantized, w_quantized, rng) -> y
-Partials = Callable[..., list]  # (operator, x_quantized, w_transformed) -> crossbar-chunk partial sums
+Partials = Callable[..., list]  # (macro, x_quantized, w_transformed) -> a MAC's crossbar-chunk partial sums
 
 
 def contraction_groups(candidates: tuple[Candidate, ...]) -> list[list[int]]:
     """Candidate indices grouped by the contraction they compute on their quantized operands. Linear
     operators (`linear_contraction`: MAC at any bit width, shift, binary weights) differ only in their
-    `weight_transform`, and an analog one's crossbar chunks are partial sums of the same contraction, so
-    all linear candidates form one group: digital ones and analog ones with the `rows_per_array` of the
-    first analog linear candidate. Analog ones with other chunk sizes, and every other operator, group
-    only with equal operators."""
-    rows = next((c.arith.operator.mode.rows_per_array for c in candidates
-                 if c.arith.operator.linear_contraction and c.arith.operator.mode.is_analog), None)
+    `weight_transform`, and an analog macro's crossbar chunks are partial sums of the same contraction (a
+    digital macro computes it exactly), so all linear candidates form one group: digital ones and analog
+    ones with the `rows` of the first analog linear candidate. Analog ones with other chunk sizes, and
+    every other operator, group only with equal operators."""
+    rows = next((c.arith.operator.rows for c in candidates
+                 if c.arith.operator.linear_contraction and c.arith.operator.analog), None)
     groups: dict = {}
     for i, c in enumerate(candidates):
         op = c.arith.operator
-        shared = op.linear_contraction and (not op.mode.is_analog or op.mode.rows_per_array == rows)
+        shared = op.linear_contraction and (not op.analog or op.rows == rows)
         groups.setdefault("linear" if shared else op, []).append(i)
     return list(groups.values())
 
@@ -75,15 +76,15 @@ def _linear_group(group: list[int], pick: jax.Array, index: jax.Array, quantized
     xq = sum(pick[i] * quantized[i][0] for i in group)   # the chosen candidate's operands, 0 if not in group
     wq = sum(pick[i] * quantized[i][2].weight_transform(quantized[i][1]) for i in group)
     group_pick = sum(pick[i] for i in group)
-    analog = [i for i in group if quantized[i][2].mode.is_analog]
+    analog = [i for i in group if quantized[i][2].analog]
     if not analog:
         return group_pick * contract(MacOperator(), xq, wq, None)
     # crossbar_contraction's branch per candidate: 0 the exact sum (digital), j the j-th analog member's ADC
     branch_of = jnp.zeros(len(quantized), jnp.int32).at[jnp.asarray(analog)].set(jnp.arange(1, len(analog) + 1))
-    mode = quantized[analog[0]][2].mode  # the group's crossbar geometry (`contraction_groups`)
+    macro = quantized[analog[0]][2]  # the group's crossbar geometry (`contraction_groups`)
     y = crossbar_contraction(lambda x, w: contract(MacOperator(), x, w, None),
-                             lambda x, w: partials(MacOperator(mode=mode), x, w), xq, wq,
-                             [quantized[i][2].mode for i in analog], [quantized[i][3] for i in analog],
+                             lambda x, w: partials(macro, x, w), xq, wq,
+                             [quantized[i][2] for i in analog], [quantized[i][3] for i in analog],
                              branch_of[index])
     return group_pick * y
 
@@ -126,7 +127,7 @@ def search_conv(module: QConv, x: jax.Array, candidates: tuple[Candidate, ...], 
     strides, padding, groups = tuple(module.strides), normalize_padding(module.padding), module.groups
     y = _mixture(module, x, kernel, candidates, single_path,
                  lambda op, xq, wq, rng: op.conv(xq, wq, strides, padding, groups, rng=rng),
-                 lambda op, xq, wq: op.conv_partials(xq, wq, strides, padding, groups))
+                 lambda macro, xq, wq: macro.conv_partials(MacOperator(), xq, wq, strides, padding, groups))
     if module.use_bias:
         y = y + module.param("bias", nn.initializers.zeros, (module.features,))
     return y
@@ -136,7 +137,7 @@ def search_dense(module: QDense, x: jax.Array, candidates: tuple[Candidate, ...]
     """The search forward of a dense layer with `module`'s fields (QDense or SearchDense)."""
     kernel = module.param("kernel", module.kernel_init, (x.shape[-1], module.features))
     y = _mixture(module, x, kernel, candidates, single_path, lambda op, xq, wq, rng: op.dense(xq, wq, rng=rng),
-                 lambda op, xq, wq: op.dense_partials(xq, wq))
+                 lambda macro, xq, wq: macro.dense_partials(MacOperator(), xq, wq))
     if module.use_bias:
         y = y + module.param("bias", nn.initializers.zeros, (module.features,))
     return y

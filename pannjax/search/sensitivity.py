@@ -64,9 +64,9 @@ def check_space(space: SearchSpace, measure: str) -> None:
     if measure == "hessian":
         for c in space.candidates:
             op = c.arith.operator
-            if not op.linear_contraction or op.mode.is_analog:
-                raise ConfigError(f"search.use: candidate {c.name!r} ({type(op).__name__}"
-                                  f"{', analog' if op.mode.is_analog else ''}) is not a digital linear operator; "
+            if not op.linear_contraction or op.analog:
+                raise ConfigError(f"search.use: candidate {c.name!r} (op={op.name}"
+                                  f"{', mode ' + op.mode if op.analog else ''}) is not a digital linear operator; "
                                   "search.sensitivity_measure=hessian sees weight perturbations only: use "
                                   "search.sensitivity_measure=loss or drop it from search.use")
 

@@ -1,8 +1,8 @@
 """The ENOS search space: per layer, one choice among named candidates (operator x computing mode x bits).
 
-A `Candidate` is a named `LayerArith` (weight quantizer, activation quantizer, operator with its
-`ComputeMode`), so "8-bit MAC", "4-bit shift on PoT weights" and "8-bit MAC in an analog crossbar with
-6-bit ADCs" are all the same kind of object, built from the same configs as ordinary layers
+A `Candidate` is a named `LayerArith` (weight quantizer, activation quantizer, operator -- digital or
+wrapped in an in-memory macro, `pannjax.ops.in_memory`), so "8-bit MAC", "4-bit shift on PoT weights" and
+"8-bit MAC in an analog crossbar with 6-bit ADCs" are all the same kind of object, built from the same configs as ordinary layers
 (`pannjax.build.build_quantizers` / `build_operator`): an operator registered in `pannjax.build` is a
 candidate as soon as a config names it (Nasrin et al., ENOS, arXiv 2104.05217: operators and computing
 modes are chosen layer-wise).
