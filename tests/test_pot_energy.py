@@ -21,7 +21,7 @@ from pannjax.hw.accelerator import AcceleratorModel, PeLayer, energy_ratio, shif
 from pannjax.hw.report import build_report
 from pannjax.hw.toggle_sim import COMPONENTS, MacConfig, reference_toggles, simulate_toggles
 from pannjax.numerics import NumberFormat
-from pannjax.ops import ComputeMode, ContractionShape, MacOperator
+from pannjax.ops import Analog, ContractionShape, MacOperator
 from pannjax.ops.shift import ShiftOperator
 from pannjax.prune import pruning_from_config, weight_sparsity
 from pannjax.experiment import to_container
@@ -107,7 +107,7 @@ def test_density_scales_counts_only_for_operators_that_skip_zero_weights():
     assert shift["shift"].count == shift["add"].count == 1080 and shift["shift"].bits == (4, 7)
     mac = {o.kind: o.count for o in table_ops(MacOperator().cost(shape, fx, fw, 24, density=0.3))}
     assert mac == {"mul": 3600, "add": 3600}  # a MAC array computes every product
-    analog = table_ops(ShiftOperator(mode=ComputeMode("analog", rows_per_array=12)).cost(shape, fx, fw, 24,
+    analog = table_ops(Analog(ShiftOperator(), rows=12).cost(shape, fx, fw, 24,
                                                                                          density=0.3))
     assert {o.kind: o.count for o in analog}["cim_mac"] == 3600  # a crossbar reads every cell
     with pytest.raises(ConfigError, match="density=-0.1"):
@@ -256,5 +256,5 @@ def test_data_movement_narrows_the_mac_to_bac_ratio_by_the_same_traffic(tmp_path
         assert with_memory == pytest.approx((e_u["energy_pj"] + m_u["energy_memory_pj"])
                                             / (e_p["energy_pj"] + m_u["energy_memory_pj"]), rel=1e-9)
         assert 1.0 < with_memory < model
-    with pytest.raises(SystemExit, match="--accelerator nope: no .*; choose one of edge, none"):
+    with pytest.raises(SystemExit, match="--accelerator nope: no .*; choose one of aimc, dimc, edge, none"):
         script.load_accelerator("nope", None)

@@ -6,6 +6,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from typing import Any
+
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
@@ -14,6 +16,7 @@ from pannjax.errors import ConfigError
 from pannjax.hw import system
 from pannjax.hw.system import AcceleratorConfig, layer_workload, memory_cost, run_zigzag, zigzag_hardware
 from pannjax.numerics import NumberFormat
+from pannjax.ops import Analog, InMemory, MacOperator
 from pannjax.runner import run_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +55,7 @@ class _Dense:
     kernel_shape: tuple = (3, 2)  # C = 3 inputs, K = 2 outputs
     x_format: NumberFormat = NumberFormat("int", 8, True)
     w_format: NumberFormat = NumberFormat("int", 8, True)
+    operator: Any = MacOperator()
 
 
 def _tiny(tmp_path) -> AcceleratorConfig:
@@ -101,7 +105,9 @@ def test_mapped_layers_are_cached_in_memory_and_on_disk(tmp_path, monkeypatch):
         with pytest.raises(AssertionError, match="mapped again"):
             memory_cost(_Dense(), accelerator, 32)
     other = dataclasses.replace(_Dense(), kernel_shape=(4, 2))  # another shape is another key
-    assert system._key(layer_workload(other, 32), accelerator) != system._key(layer_workload(_Dense(), 32), accelerator)
+    hardware, mapping = accelerator.path("hardware").read_text(), accelerator.path("mapping")
+    assert (system._key(layer_workload(other, 32), hardware, mapping, accelerator)
+            != system._key(layer_workload(_Dense(), 32), hardware, mapping, accelerator))
 
 
 def test_training_on_the_edge_accelerator_reports_zigzags_figures(tmp_path, monkeypatch):
@@ -196,3 +202,89 @@ def test_search_and_pann_price_the_data_movement_the_report_prices(tmp_path, mon
         pann = summarize(network_toggles(model, abstract, sample, accelerator=accelerator))
         assert pann["energy_pj"] == pytest.approx(report.total_energy_pj, rel=1e-12)
         assert pann["energy_memory_pj"] == pytest.approx(report.memory_energy_pj, rel=1e-12)
+
+
+def _in_memory(name: str, tmp_path) -> AcceleratorConfig:
+    data = yaml.safe_load((ROOT / "configs" / "accelerator" / f"{name}.yaml").read_text())
+    return AcceleratorConfig(**{**data, "lpf_limit": 2, "cache_dir": str(tmp_path / "cache")})
+
+
+def test_an_in_memory_layer_is_priced_by_zigzags_macro_model(tmp_path, monkeypatch):
+    """A 64 -> 16 dense layer in a 64-row x 16-column analog macro fits it whole: one macro activation, every
+    row and column used (its hand-count terms below pass only for that mapping). ZigZag's macro model then charges, by hand, 8 weight bits x 16 columns x 8/2
+    bit-serial cycles ADC conversions and 64 rows x 4 cycles DAC conversions at its own per-conversion
+    energies (its `ImcArray` at the same resolution); the ADC term follows the wrapper's adc_bits. A digital
+    macro has neither. The template gets the wrapper's geometry and the layer's precisions."""
+    from zigzag.datatypes import OADimension
+    from zigzag.hardware.architecture.imc_array import ImcArray
+
+    monkeypatch.setattr(system, "_MEMORY", {})
+    aimc = _in_memory("aimc", tmp_path)
+    parts = {}
+    for adc_bits in (4, 8):
+        layer = _Dense(kernel_shape=(64, 16), operator=Analog(MacOperator(), rows=64, cols=16, adc_bits=adc_bits))
+        m = memory_cost(layer, aimc, 32)
+        macro = ImcArray(True, 2, [8, 8], adc_bits, 8, 0.0, {OADimension("D1"): 16, OADimension("D2"): 64})
+        assert m.macro_energy_by_part["adcs"] == pytest.approx(macro.get_adc_cost()[2] * 8 * 16 * 4, rel=1e-9)
+        assert m.macro_energy_by_part["dacs"] == pytest.approx(macro.get_dac_cost()[2] * 64 * 4, rel=1e-9)
+        assert m.macro_energy_pj == pytest.approx(sum(m.macro_energy_by_part.values()), rel=1e-12)
+        assert m.energy_pj > 0 and 0 < m.utilization <= 1  # the cycles of loading the weights count too
+        parts[adc_bits] = m.macro_energy_by_part
+    assert parts[8]["adcs"] > parts[4]["adcs"] and parts[8]["mults"] == pytest.approx(parts[4]["mults"])
+    digital = memory_cost(_Dense(kernel_shape=(64, 16), operator=InMemory(MacOperator(), "dimc", rows=64, cols=16)),
+                          _in_memory("dimc", tmp_path), 32)
+    assert digital.macro_energy_by_part["adcs"] == digital.macro_energy_by_part["dacs"] == 0
+    assert digital.macro_energy_by_part["adders_regular"] > 0
+
+    narrow = _Dense(kernel_shape=(64, 16), x_format=NumberFormat("int", 3, False), w_format=NumberFormat("int", 4),
+                    operator=InMemory(MacOperator(), "aimc", rows=32, cols=8, adc_bits=5, bit_serial=4))
+    hardware = yaml.safe_load(system.macro_hardware(narrow, aimc))
+    assert hardware["operational_array"]["input_precision"] == [4, 4]  # 3-bit activations take 4-bit cycles
+    assert hardware["operational_array"]["sizes"] == [8, 32] and hardware["operational_array"]["adc_resolution"] == 5
+    assert hardware["operational_array"]["bit_serial_precision"] == 4 and hardware["memories"]["cells"]["size"] == 4
+
+
+def test_in_memory_layers_need_a_macro_of_their_kind(tmp_path):
+    edge = AcceleratorConfig(**{**yaml.safe_load((ROOT / "configs/accelerator/edge.yaml").read_text()),
+                                "cache_dir": str(tmp_path)})
+    analog = _Dense(operator=Analog(MacOperator()))
+    with pytest.raises(ConfigError, match=r"^layer fc computes in memory \(mode aimc\); accelerator=edge has no "
+                                          r"in-memory macro: choose accelerator=aimc or dimc, or mode=digital$"):
+        memory_cost(analog, edge, 32)
+    with pytest.raises(ConfigError, match=r"^layer fc computes in mode aimc, but accelerator=dimc's macro is digital "
+                                          r"in-memory: choose accelerator=aimc$"):
+        memory_cost(analog, _in_memory("dimc", tmp_path), 32)
+    with pytest.raises(ConfigError, match=r"^layer fc: an in-memory macro computes on fixed-point operands"):
+        memory_cost(dataclasses.replace(analog, x_format=NumberFormat("float", 32)), _in_memory("aimc", tmp_path), 32)
+
+
+def test_the_engine_takes_an_in_memory_layers_compute_from_the_macro(tmp_path, monkeypatch):
+    """On accelerator=aimc a network in mode aimc has, per layer, ZigZag's macro energy as its compute energy
+    (the energy table's cell and ADC rows are not used); the same network in digital mode is priced on aimc
+    exactly as on edge (its PE array and memories)."""
+    import jax
+    import jax.numpy as jnp
+
+    from pannjax.build import build_policy
+    from pannjax.hw.cost import Pricing, price_network
+    from pannjax.models import build_model
+    from pannjax.nn import abstract_layers
+
+    monkeypatch.setattr(system, "_MEMORY", {})
+    sample = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+
+    def layers(kind):
+        policy = build_policy({"name": "uniform", "w_bits": 8, "x_bits": 8}, {"name": "mac", "mode": {"kind": kind}})
+        return abstract_layers(build_model("digits_cnn", num_classes=10, width=4, policy=policy), sample, train=False)
+
+    aimc = _in_memory("aimc", tmp_path)
+    on_macro = price_network(layers("aimc"), Pricing.make(toggle_model=None, accelerator=aimc))
+    table = price_network(layers("aimc"), Pricing.make(toggle_model=None))
+    for cost, arithmetic in zip(on_macro, table):
+        assert cost.energy_pj == cost.memory.macro_energy_pj > 0
+        assert cost.energy_pj != pytest.approx(arithmetic.energy_pj)
+        assert cost.energy_total_pj == pytest.approx(cost.energy_pj + cost.memory.energy_pj, rel=1e-12)
+    edge = dataclasses.replace(aimc, name="edge", in_memory="", in_memory_mapping="")
+    digital = [price_network(layers("digital"), Pricing.make(toggle_model=None, accelerator=a)) for a in (aimc, edge)]
+    assert [(c.energy_pj, c.memory.energy_pj, c.memory.macro_energy_pj) for c in digital[0]] == [
+        (c.energy_pj, c.memory.energy_pj, None) for c in digital[1]]

@@ -9,7 +9,9 @@ one `LayerCost` with every figure pannjax reports, each from a pluggable pricer:
     the units; None when any unit of the layer has no bit-flip model (float or analog layers);
   * data movement (pJ per example, latency, accesses) on the pricing's accelerator, where it names one:
     ZigZag's best mapping of the layer onto its memory hierarchy (`pannjax.hw.system.memory_cost`), with
-    partial sums at the same accumulator width B. `energy_total_pj` = compute + data movement.
+    partial sums at the same accumulator width B. `energy_total_pj` = compute + data movement. There an
+    in-memory layer's compute energy is ZigZag's model of the macro (`MemoryCost.macro_energy_pj`), not the
+    energy table's cell and ADC rows.
 
 `price_network(layers, ...)` prices a list of bound layers. Every entry point (training, search, PANN,
 the power study, the PoT energy script) gets its figures here, so the same network gives the same
@@ -111,14 +113,16 @@ def price_layer(layer: Any, pricing: Pricing) -> LayerCost:
     """All figures of one bound layer under `pricing`."""
     units = tuple(layer.units(pricing.acc_bits))
     shape = layer.contraction
+    memory = None if pricing.accelerator is None else memory_cost(layer, pricing.accelerator, pricing.acc_bits)
+    macro = None if memory is None else memory.macro_energy_pj  # an in-memory layer: ZigZag's macro model
     return LayerCost(
         path=layer.path, kind=layer.kind, operator=getattr(layer.operator, "name", type(layer.operator).__name__),
         x_format=str(layer.x_format), w_format=str(layer.w_format), acc_bits=pricing.acc_bits, fan_in=shape.fan_in,
-        macs=shape.macs, density=layer.density, units=units, energy_pj=pricing.table.cost_pj(table_ops(units)),
+        macs=shape.macs, density=layer.density, units=units,
+        energy_pj=pricing.table.cost_pj(table_ops(units)) if macro is None else macro,
         toggle_components=None if pricing.toggle_model is None else
         units_toggles(units, pricing.toggle_model, pricing.mac_arch),
-        toggle_model=pricing.toggle_model,
-        memory=None if pricing.accelerator is None else memory_cost(layer, pricing.accelerator, pricing.acc_bits))
+        toggle_model=pricing.toggle_model, memory=memory)
 
 
 def price_network(layers: Iterable[Any], pricing: Pricing) -> list[LayerCost]:

@@ -16,6 +16,17 @@ not ZigZag's per-MAC constant: ZigZag's digital compute term is unit_energy x MA
 mapping, so handing it the engine's E_compute / MACs as unit_energy gives the same total and the same
 mapping (`zigzag_hardware` writes that file; a test compares).
 
+In-memory layers (an operator wrapped in `pannjax.ops.in_memory.InMemory`) run on the accelerator's
+in-memory macro (`in_memory`, a ZigZag IMC hardware file; ZigZag's macro model: Sun, Houshmand, Verhelst,
+"Analog or Digital In-memory Computing? Benchmarking through Quantitative Modeling", ICCAD 2023). The file
+is a template: per layer its array size becomes the wrapper's `cols` x `rows`, its ADC resolution the
+wrapper's `adc_bits` (analog macros), its input bits per cycle `bit_serial`, its operand precisions the
+layer's (activations rounded up to a power of two, as ZigZag's model needs) and its cells hold one weight
+each. ZigZag then prices the macro itself (cells, DACs, ADCs, adder trees, accumulators, bit-serial
+cycles): that is the layer's compute energy (`MemoryCost.macro_energy_pj`, which the cost engine uses in
+place of its own), beside the data movement of the macro's memory hierarchy. An accelerator without a
+macro refuses in-memory layers, and a macro of the other kind (analog vs digital) too, in one line.
+
 A layer becomes a ZigZag workload (`layer_workload`): convolutions as B, K, C, OY, OX, FY, FX loops (with
 G for grouped and depthwise ones), dense layers as B, K, C; operand precisions from the layer's formats
 (W: weight bits, I: activation bits, O: the accumulator width B for partial sums, O_final: the
@@ -54,11 +65,14 @@ class AcceleratorConfig:
     arithmetic alone. Otherwise ZigZag files: `hardware` and `mapping` (relative to configs/accelerator/),
     the mapping search's `lpf_limit` (LOMA's loop prime factor limit: higher searches more temporal
     mappings) and `spatial_mappings` (how many spatial mappings ZigZag generates where the mapping file
-    fixes none), `cache_dir` for mapped layers ("" = $XDG_CACHE_HOME/pannjax/zigzag)."""
+    fixes none), `cache_dir` for mapped layers ("" = $XDG_CACHE_HOME/pannjax/zigzag). `in_memory` and
+    `in_memory_mapping`: the ZigZag files of the in-memory macro in-memory layers run on ("": none)."""
 
     name: str = "none"
     hardware: str = ""
     mapping: str = ""
+    in_memory: str = ""
+    in_memory_mapping: str = ""
     source: str = ""
     lpf_limit: int = 4
     spatial_mappings: int = 3
@@ -67,7 +81,9 @@ class AcceleratorConfig:
     def __post_init__(self):
         if self.name == "none":
             return
-        for key in ("hardware", "mapping"):
+        keys = ("hardware", "mapping") + (("in_memory", "in_memory_mapping") if self.in_memory or self.in_memory_mapping
+                                          else ())
+        for key in keys:
             if not getattr(self, key) or not self.path(key).is_file():
                 raise ConfigError(f"accelerator.{key}={getattr(self, key)!r}: no ZigZag {key} file there (relative "
                                   f"to {ACCELERATORS_DIR}); choose accelerator=edge or give an existing file")
@@ -102,6 +118,8 @@ class MemoryCost:
     latency_cycles: float
     utilization: float
     padded_to_bytes: bool = False  # mapped with W and I moved as bytes (`_map`)
+    macro_energy_pj: float | None = None  # an in-memory layer's compute: ZigZag's macro model (None: digital)
+    macro_energy_by_part: dict[str, float] | None = None  # cells, DACs, ADCs, adder trees, ... (pJ)
 
     @property
     def operand_energy(self) -> dict[str, float]:
@@ -142,7 +160,7 @@ def layer_workload(layer, acc_bits: int) -> dict:
     base = {"id": 0, "name": layer.path, "operand_precision": precision, "operand_source": {"I": 0, "W": 0}}
     if layer.kind == "dense":
         c, k = layer.kernel_shape[-2], layer.kernel_shape[-1]
-        return {**base, "operator_type": "Gemm", "equation": "O[b][k]+=W[k][c]*I[b][c]",
+        return {**base, "operator_type": "Gemm", "equation": "O[b][k]+=I[b][c]*W[k][c]",
                 "loop_dims": ["B", "K", "C"], "loop_sizes": [1, int(k), int(c)]}
     kh, kw, cg, co = (int(v) for v in layer.kernel_shape)
     ho, wo = (int(v) for v in layer.output_shape[1:3])
@@ -159,6 +177,39 @@ def layer_workload(layer, acc_bits: int) -> dict:
             "loop_sizes": [1, g, co // g, cg, ho, wo, kh, kw]}
 
 
+def _power_of_two(bits: int) -> int:
+    return 1 << max(0, (int(bits) - 1).bit_length())
+
+
+def macro_hardware(layer, accelerator: AcceleratorConfig) -> str:
+    """The ZigZag hardware file (YAML text) of the in-memory macro `layer` runs on: the accelerator's
+    `in_memory` template set to the layer's wrapper and precisions (module docstring)."""
+    op = layer.operator
+    if not accelerator.in_memory:
+        raise ConfigError(f"layer {layer.path} computes in memory (mode {op.mode}); accelerator={accelerator.name} has "
+                          "no in-memory macro: choose accelerator=aimc or dimc, or mode=digital")
+    data = yaml.safe_load(accelerator.path("in_memory").read_text())
+    array = data["operational_array"]
+    if array.get("imc_type") != ("analog" if op.analog else "digital"):
+        raise ConfigError(f"layer {layer.path} computes in mode {op.mode}, but accelerator={accelerator.name}'s macro "
+                          f"is {array.get('imc_type')} in-memory: choose accelerator={op.mode}")
+    x_format, w_format = op.input_format(layer.x_format), layer.w_format
+    if x_format.is_float or w_format.is_float:
+        raise ConfigError(f"layer {layer.path}: an in-memory macro computes on fixed-point operands, got {x_format} "
+                          f"activations and {w_format} weights; quantize them (quant=uniform, pot, ...)")
+    x_bits, w_bits = _power_of_two(x_format.bits), int(w_format.bits)
+    array["input_precision"] = [x_bits, w_bits]
+    array["bit_serial_precision"] = min(int(op.bit_serial), x_bits)
+    if op.analog:
+        array["adc_resolution"] = int(op.adc_bits)
+    array["sizes"] = [int(op.cols), int(op.rows)] + list(array["sizes"][2:])
+    cells = data["memories"]["cells"]
+    cells["size"] = w_bits
+    for port in cells["ports"]:
+        port["bandwidth_min"] = port["bandwidth_max"] = w_bits
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def zigzag_hardware(accelerator: AcceleratorConfig, unit_energy_pj: float, out: Path) -> Path:
     """The accelerator's ZigZag hardware file with its PE array's per-operation energy set to
     `unit_energy_pj` (written to `out`): ZigZag's own total is then the report's compute + memory."""
@@ -168,40 +219,58 @@ def zigzag_hardware(accelerator: AcceleratorConfig, unit_energy_pj: float, out: 
     return out
 
 
-def _key(workload: dict, accelerator: AcceleratorConfig) -> str:
+def _key(workload: dict, hardware: str, mapping: Path, accelerator: AcceleratorConfig) -> str:
     from importlib.metadata import version
 
     parts = {"workload": {k: v for k, v in workload.items() if k not in ("id", "name")},
-             "hardware": hashlib.sha256(accelerator.path("hardware").read_bytes()).hexdigest(),
-             "mapping": hashlib.sha256(accelerator.path("mapping").read_bytes()).hexdigest(),
+             "hardware": hashlib.sha256(hardware.encode()).hexdigest(),
+             "mapping": hashlib.sha256(mapping.read_bytes()).hexdigest(),
              "lpf_limit": accelerator.lpf_limit, "spatial_mappings": accelerator.spatial_mappings,
              "zigzag": version("zigzag-dse")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def run_zigzag(workload: dict, hardware: Path, accelerator: AcceleratorConfig):
-    """ZigZag's best-energy cost model evaluation of one workload (its own API, quietly)."""
-    from zigzag.api import get_hardware_performance_zigzag
+def run_zigzag(workload: dict, hardware: Path, accelerator: AcceleratorConfig, mapping: Path | None = None,
+               in_memory: bool = False):
+    """ZigZag's best-energy cost model evaluation of one workload on `hardware` with `mapping` (default: the
+    accelerator's own mapping file), quietly.
 
-    root = logging.getLogger()
-    quiet = logging.NullHandler()
-    root.addHandler(quiet)  # ZigZag calls logging.basicConfig: a handler present makes that a no-op
+    The stages are those of `zigzag.api.get_hardware_performance_zigzag(..., opt="energy")`, with mixed
+    spatial mappings (several layer loops on one array dimension, as ZigZag enables for in-memory macros)
+    when `in_memory`, less its pass-through writers (result JSON, pickle, loop-ordering text and memory
+    hierarchy PNG, which a cached single-layer evaluation does not keep; the loop-ordering printer also
+    fails on a layer the macro holds whole, with no temporal loop left). Its inter-layer data-locality
+    stages stay off for every layer, digital or in-memory: each layer's operands start and end in DRAM, so
+    layers priced on the PE array and on the macro make the same assumption."""
+    from zigzag.mapping.temporal_mapping import TemporalMappingType
+    from zigzag.stages.evaluation.cost_model_evaluation import CostModelStage
+    from zigzag.stages.main import MainStage
+    from zigzag.stages.mapping.spatial_mapping_generation import SpatialMappingGeneratorStage
+    from zigzag.stages.mapping.temporal_mapping_generator_stage import TemporalMappingGeneratorStage
+    from zigzag.stages.parser.accelerator_parser import AcceleratorParserStage
+    from zigzag.stages.parser.workload_parser import WorkloadParserStage
+    from zigzag.stages.results.reduce_stages import MinimalEnergyStage, SumStage
+    from zigzag.stages.workload_iterator import WorkloadStage
+
+    stages = [WorkloadParserStage, AcceleratorParserStage, SumStage, WorkloadStage, MinimalEnergyStage,
+              SpatialMappingGeneratorStage, MinimalEnergyStage, TemporalMappingGeneratorStage, CostModelStage]
+    mapping = mapping or accelerator.path("mapping")
     zz = logging.getLogger("zigzag")
     level = zz.level
     zz.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory(prefix="pannjax-zigzag-") as tmp:
-            _, _, cmes = get_hardware_performance_zigzag(
-                [workload], str(hardware), str(accelerator.path("mapping")), opt="energy", dump_folder=tmp,
-                lpf_limit=accelerator.lpf_limit, nb_spatial_mappings_generated=accelerator.spatial_mappings,
-                loma_show_progress_bar=False)
+        cmes = MainStage(list_of_callables=stages, accelerator=str(hardware), workload=[workload], mapping=str(mapping),
+                         loma_lpf_limit=accelerator.lpf_limit, loma_show_progress_bar=False,
+                         nb_mappings_generated=accelerator.spatial_mappings,
+                         enable_mix_spatial_mapping_generation=in_memory,
+                         access_same_data_considered_as_no_access=True,
+                         temporal_mapping_type=TemporalMappingType("uneven")).run()
     except ValueError as e:  # ZigZag's validation of the files: one line naming them
         if "Failed to validate" not in str(e):
             raise
-        raise ConfigError(f"accelerator {accelerator.name}: ZigZag refuses {hardware.name} or "
-                          f"{accelerator.mapping}: {str(e).splitlines()[0][:300]}") from None
+        raise ConfigError(f"accelerator {accelerator.name}: ZigZag refuses {hardware.name} or {mapping.name}: "
+                          f"{str(e).splitlines()[0][:300]}") from None
     finally:
-        root.removeHandler(quiet)
         zz.setLevel(level)
     return cmes[0][1][0][0]  # (network sum, [(layer evaluation, extra)])
 
@@ -218,29 +287,38 @@ def _memory_cost(cme) -> dict:
         accesses[op] = {}
         for i, moves in enumerate(cme.memory_word_access[layer_op]):
             accesses[op][names[i]] = {str(direction): int(n) for direction, n in moves.data.items()}
+    macro = getattr(cme, "is_imc", False)
     return {"energy_pj": float(cme.mem_energy), "energy_by_operand": energy, "accesses": accesses,
-            "latency_cycles": float(cme.latency_total2), "utilization": float(cme.mac_utilization2)}
+            "latency_cycles": float(cme.latency_total2), "utilization": float(cme.mac_utilization2),
+            "macro_energy_pj": float(cme.mac_energy) if macro else None,
+            "macro_energy_by_part": {k: float(v) for k, v in cme.mac_energy_breakdown.items()} if macro else None}
 
 
-def _map(path: str, workload: dict, accelerator: AcceleratorConfig) -> dict:
-    """ZigZag's memory figures of `workload`. Where its temporal mapping search finds no loop order for
-    operands narrower than a byte (seen: 4-bit weights of a dense layer in the 8-bit weight register), the
-    layer is mapped again with W and I moved as bytes, and the result says so (`padded_to_bytes`)."""
+def _map(path: str, workload: dict, hardware_text: str, mapping: Path, accelerator: AcceleratorConfig,
+         in_memory: bool = False) -> dict:
+    """ZigZag's memory figures of `workload` on the hardware file `hardware_text`. Where its temporal mapping
+    search finds no loop order for operands narrower than a byte (seen: 4-bit weights of a dense layer in the
+    8-bit weight register), the layer is mapped again with W and I moved as bytes, and the result says so
+    (`padded_to_bytes`)."""
     from zigzag.opt.loma.engine import NoValidLoopOrderingFoundException
 
-    hardware = accelerator.path("hardware")
-    try:
-        return {**_memory_cost(run_zigzag(workload, hardware, accelerator)), "padded_to_bytes": False}
-    except NoValidLoopOrderingFoundException:
+    with tempfile.TemporaryDirectory(prefix="pannjax-hw-") as tmp:
+        hardware = Path(tmp) / f"{accelerator.name}.hardware.yaml"
+        hardware.write_text(hardware_text)
+        try:
+            return {**_memory_cost(run_zigzag(workload, hardware, accelerator, mapping, in_memory)),
+                    "padded_to_bytes": False}
+        except NoValidLoopOrderingFoundException:
+            pass
         precision = workload["operand_precision"]
         if min(precision["W"], precision["I"]) >= 8:
             raise ConfigError(f"layer {path}: ZigZag finds no mapping on accelerator {accelerator.name} "
-                              f"(operand precision {precision}); try a larger accelerator.lpf_limit") from None
+                              f"(operand precision {precision}); try a larger accelerator.lpf_limit")
         log.warning("layer %s: ZigZag maps no %d-bit W / %d-bit I loop order on %s; its data movement is "
                     "priced with them moved as bytes", path, precision["W"], precision["I"], accelerator.name)
         wide = {**workload, "operand_precision": {**precision, "W": max(8, precision["W"]),
                                                   "I": max(8, precision["I"])}}
-        return {**_memory_cost(run_zigzag(wide, hardware, accelerator)), "padded_to_bytes": True}
+        return {**_memory_cost(run_zigzag(wide, hardware, accelerator, mapping, in_memory)), "padded_to_bytes": True}
 
 
 def memory_cost(layer, accelerator: AcceleratorConfig, acc_bits: int) -> MemoryCost:
@@ -248,7 +326,12 @@ def memory_cost(layer, accelerator: AcceleratorConfig, acc_bits: int) -> MemoryC
     if not accelerator.enabled:
         raise ConfigError("memory_cost: accelerator=none has no memory hierarchy")
     workload = layer_workload(layer, acc_bits)
-    key = _key(workload, accelerator)
+    in_memory = getattr(layer.operator, "mode", "digital") != "digital"
+    if not in_memory:
+        hardware, mapping = accelerator.path("hardware").read_text(), accelerator.path("mapping")
+    else:
+        hardware, mapping = macro_hardware(layer, accelerator), accelerator.path("in_memory_mapping")
+    key = _key(workload, hardware, mapping, accelerator)
     if key not in _MEMORY:
         path = accelerator.cache_path() / f"{key}.json"
         try:
@@ -257,7 +340,7 @@ def memory_cost(layer, accelerator: AcceleratorConfig, acc_bits: int) -> MemoryC
                 raise ValueError(path)
             _MEMORY[key] = cached
         except (OSError, ValueError):  # not mapped yet, or a torn or foreign file: map it (again)
-            _MEMORY[key] = _map(layer.path, workload, accelerator)
+            _MEMORY[key] = _map(layer.path, workload, hardware, mapping, accelerator, in_memory)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp_path = path.with_suffix(f".{os.getpid()}.tmp")
             tmp_path.write_text(json.dumps(_MEMORY[key]))
@@ -265,4 +348,5 @@ def memory_cost(layer, accelerator: AcceleratorConfig, acc_bits: int) -> MemoryC
     return MemoryCost(**_MEMORY[key])
 
 
-__all__ = ["AcceleratorConfig", "MemoryCost", "layer_workload", "memory_cost", "run_zigzag", "zigzag_hardware"]
+__all__ = ["AcceleratorConfig", "MemoryCost", "layer_workload", "macro_hardware", "memory_cost", "run_zigzag",
+           "zigzag_hardware"]
