@@ -54,6 +54,8 @@ ENTRIES = ("train", "search", "pann")
 RESUMABLE = ("train", "search")
 EXPECTED_KEYS = {"source", "metric", "rows", "claims"}
 COMPARE_KEYS = {"by", "label", "metric", "against", "require"}
+#: the energy split a run on an accelerator adds after energy_pj (results.json keys)
+SYSTEM_COLUMNS = ("energy_compute_pj", "energy_memory_pj", "latency_cycles")
 #: axis titles (with units) of the usual results.json columns
 AXIS_LABELS = {"energy_pj": "energy per example (pJ)", "test_accuracy": "test accuracy",
                "energy_rel": "energy relative to all-MAC", "macs": "MACs per example"}
@@ -163,8 +165,13 @@ def _is_number(v: Any) -> bool:
 
 def table_rows(rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows and columns of the experiment's table. With `group_by`, runs sharing those values (e.g.
-    seeds) become one row with `n` and `<column>.mean`/`.std` for every other column (`sweep.group_mean`)."""
+    seeds) become one row with `n` and `<column>.mean`/`.std` for every other column (`sweep.group_mean`).
+    When runs priced their energy on an accelerator (a `energy_memory_pj` figure), `energy_pj` is followed by
+    its split: `energy_compute_pj`, `energy_memory_pj`, `latency_cycles`."""
     columns = list(meta.get("columns") or ["overrides", "test_accuracy", "energy_pj"])
+    if "energy_pj" in columns and any(_is_number(r.get("energy_memory_pj")) for r in rows):
+        at = columns.index("energy_pj") + 1
+        columns[at:at] = [k for k in SYSTEM_COLUMNS if k not in columns]
     group_by = list(meta.get("group_by") or [])
     if not group_by:
         return rows, columns

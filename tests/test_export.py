@@ -311,6 +311,53 @@ def test_narrow_accumulators_overflow_visibly_and_auto_widths_do_not(runs, tmp_p
         _power(tmp_path / "auto", tmp_path / "p3")
 
 
+def test_every_entry_point_prices_one_network_on_an_accelerator(runs, tmp_path):
+    """One trained 4-bit MAC network on accelerator=edge: experiments/export.py's and experiments/power.py
+    checkpoint=<export>'s results, the power report experiments/train.py writes, the ENOS energy table,
+    PANN's power summary and scripts/pot_energy.py's engine totals give the same energy per example -- in
+    all, its arithmetic and its data movement -- and the latency; scripts/reproduce.py's table shows the
+    split after energy_pj."""
+    import importlib.util
+
+    from pannjax.hw.cost import Pricing
+    from pannjax.hw.report import build_report
+    from pannjax.pann.power import network_toggles, summarize
+    from pannjax.reproduce import SYSTEM_COLUMNS, table_rows
+    from pannjax.runner import accelerator_config, build_model_for
+    from pannjax.search.energy import _layer_energies
+    from pannjax.train.checkpoint import restore_run_variables
+
+    tmp, checkpoints = runs
+    on_edge = ("accelerator=edge", f"accelerator.cache_dir={tmp_path / 'cache'}", "accelerator.lpf_limit=2")
+    exported = _export(checkpoints[("uniform", "mac")], tmp_path / "export", "simulate=false", "power_batch=2",
+                       *on_edge)
+    power = _power(Path(exported["program"]), tmp_path / "power", "power_batch=2", *on_edge)
+    keys = ("energy_pj", "energy_compute_pj", "energy_memory_pj", "latency_cycles")
+    figures = {k: exported[k] for k in keys}
+    assert figures["energy_memory_pj"] > figures["energy_compute_pj"] > 0 and figures["latency_cycles"] > 0
+    assert figures["energy_pj"] == pytest.approx(figures["energy_compute_pj"] + figures["energy_memory_pj"])
+    assert {k: power[k] for k in keys} == pytest.approx(figures, rel=1e-12)
+
+    cfg, variables, _ = restore_run_variables(checkpoints[("uniform", "mac")])
+    model = build_model_for(cfg, 10)
+    accelerator = accelerator_config(OmegaConf.to_container(_compose("power", *on_edge), resolve=True))
+    sample = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+    report = build_report(model, variables, sample, simulate=False, accelerator=accelerator)
+    assert {k: report.energy_record()[k] for k in keys} == pytest.approx(figures, rel=1e-12)
+    pricing = Pricing.make(toggle_model=None, accelerator=accelerator)
+    table = _layer_energies(lambda policy: model.clone(policy=policy), model.policy, sample, pricing)  # the search's column of this network
+    assert table == pytest.approx({l.path: l.energy_total_pj for l in report.layers}, rel=1e-12)
+    pann = summarize(network_toggles(model, variables, sample, accelerator=accelerator))
+    assert {k: pann[k] for k in keys} == pytest.approx(figures, rel=1e-12)
+    spec = importlib.util.spec_from_file_location("pot_energy", ROOT / "scripts" / "pot_energy.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    engine = script.engine_energy(bound_layers(model, variables, sample), 1.0, pricing)
+    assert {k: engine[k] for k in keys} == pytest.approx(figures, rel=1e-12)
+    _, columns = table_rows([exported, power], {"columns": ["entry", "energy_pj", "test_accuracy"]})
+    assert columns == ["entry", "energy_pj", *SYSTEM_COLUMNS, "test_accuracy"]
+
+
 def test_bad_export_requests_fail_with_one_line(runs, tmp_path):
     tmp, checkpoints = runs
     with pytest.raises(ConfigError, match="float run .* convert=pann"):

@@ -281,7 +281,7 @@ def test_the_engine_takes_an_in_memory_layers_compute_from_the_macro(tmp_path, m
     on_macro = price_network(layers("aimc"), Pricing.make(toggle_model=None, accelerator=aimc))
     table = price_network(layers("aimc"), Pricing.make(toggle_model=None))
     for cost, arithmetic in zip(on_macro, table):
-        assert cost.energy_pj == cost.memory.macro_energy_pj > 0
+        assert cost.energy_pj == cost.memory.macro_energy_pj > 0 and cost.operator == "mac@aimc"
         assert cost.energy_pj != pytest.approx(arithmetic.energy_pj)
         assert cost.energy_total_pj == pytest.approx(cost.energy_pj + cost.memory.energy_pj, rel=1e-12)
     edge = dataclasses.replace(aimc, name="edge", in_memory="", in_memory_mapping="")

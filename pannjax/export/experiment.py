@@ -12,7 +12,8 @@ is written to `out` (default: ``<run dir>/program``) by `pannjax.export.save`, r
 on the whole test set with the integer-only runner; results.json compares it with the fake-quant
 evaluation of the same network: accuracy of both, the agreement of their predictions, the largest logit
 difference, and per layer the accumulator width B, the worst-case width and the width the test set used,
-and the number of accumulator values that overflowed B.
+and the number of accumulator values that overflowed B. Its power report (and results.json's energy keys)
+includes data movement on `accelerator=edge|aimc|dimc` (`docs/accelerators.md`).
 
 ONNX: ``model.onnx`` is written where ONNX computes the program exactly (MAC and sign-select layers,
 32-bit accumulators, `pannjax.export.onnx_graph`); otherwise the log says why in one line, and
@@ -41,6 +42,7 @@ from pannjax.hw.accumulator import width_for
 from pannjax.hw.report import build_report
 from pannjax.results import read_results, write_results
 from pannjax.rundir import owned_run_dir
+from pannjax.runner import accelerator_config
 
 log = logging.getLogger(__name__)
 CONVERSIONS = ("none", "pann", "uniform")
@@ -183,6 +185,7 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if c["convert"] not in CONVERSIONS:
         raise ConfigError(f"convert={c['convert']!r}: expected one of {', '.join(CONVERSIONS)}")
     acc_bits, power_batch = check_acc_bits(c["acc_bits"]), check_power_batch(c["power_batch"])
+    accelerator = accelerator_config(c)
     run_dir = Path(run_dir)
     if run_dir.resolve() == Path(c["checkpoint"]).resolve():
         raise ConfigError(f"hydra.run.dir={run_dir} is the run checkpoint={c['checkpoint']} reads: write this run's "
@@ -211,7 +214,7 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         batch = jnp.asarray(dataset.test_images[:power_batch])
         try:  # gate-level simulation on the operand streams the program itself computes
             report = build_report(model, variables, batch, acc_bits=acc_bits, simulate=bool(c["simulate"]),
-                                  layer_inputs=layer_inputs(program, batch))
+                                  layer_inputs=layer_inputs(program, batch), accelerator=accelerator)
         except ConfigError as e:  # the cost engine's own limits (e.g. a B narrower than one term)
             log.warning("no power figures at acc_bits=%s: %s", acc_bits, e)
             report = None
@@ -226,8 +229,8 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
             "completed": True, "test_accuracy": ev["test_accuracy"], "fake_quant_accuracy": ev["fake_quant_accuracy"],
             "reported_accuracy": reported, "argmax_agreement": ev["argmax_agreement"],
             "logits_max_abs_diff": ev["logits_max_abs_diff"],
-            "energy_pj": None if report is None else report.total_energy_pj,
-            "toggles": None if report is None else report.totals()["toggles"],
+            **(dict.fromkeys(("energy_pj", "energy_compute_pj", "energy_memory_pj", "latency_cycles", "toggles"))
+               if report is None else report.energy_record()),
             "toggles_at_32": report32.totals()["toggles"],
             "overflows": sum(r["overflows"] for r in layers), "layers": layers, "program": str(out),
             "files": sorted(p.name for p in out.iterdir()), "onnx": onnx_note, "checkpoint": str(c["checkpoint"]),

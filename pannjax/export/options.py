@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from pannjax.hw.system import AcceleratorConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportOptions:
@@ -31,3 +33,4 @@ class ExportOptions:
     simulate: bool = True           # false: analytic power figures only
     seed: int = 0
     overwrite: bool = False
+    accelerator: AcceleratorConfig = AcceleratorConfig()  # the power report's data movement on it (pannjax.hw.system)

@@ -7,7 +7,8 @@ beside the analytic toggle model's figures (`pannjax.hw.report.build_report` wit
 
 The network is rebuilt from the run the export read (and converted as the export converted it) and
 checked to give the saved program (`pannjax.export.experiment.exported_network`); accumulators are the
-program's (the export's `acc_bits`). Writes power_report.{json,csv} and results.json (`power.network`).
+program's (the export's `acc_bits`). `accelerator=edge|aimc|dimc` adds each layer's data movement
+(`docs/accelerators.md`). Writes power_report.{json,csv} and results.json (`power.network`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pannjax.export.runner import layer_inputs
 from pannjax.hw.report import build_report
 from pannjax.results import write_results
 from pannjax.rundir import owned_run_dir
+from pannjax.runner import accelerator_config
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +43,20 @@ def run_program_power(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, 
         raise ConfigError(f"hydra.run.dir={run_dir} is the export checkpoint={source} reads: write this run's "
                           "outputs to another dir")
     n = check_power_batch(c["power_batch"])
+    accelerator = accelerator_config(c)
     with owned_run_dir(run_dir, "power", c, overwrite=c["overwrite"]):
         net = exported_network(source)
         batch = jnp.asarray(net.dataset.test_images[:n])
         acc_bits = check_acc_bits(net.config["acc_bits"])
         report = build_report(net.model, net.variables, batch, acc_bits=acc_bits, simulate=True,
-                              seed=int(c["simulate"]["seed"]), layer_inputs=layer_inputs(net.program, batch))
+                              seed=int(c["simulate"]["seed"]), layer_inputs=layer_inputs(net.program, batch),
+                              accelerator=accelerator)
         report.save(run_dir)
         log.info("power of the exported program %s (per example, %d test images):\n%s", source, len(batch),
                  report.format_table())
-        totals = report.totals()
         results = {
             "mode": "network", "completed": True, "test_accuracy": net.test_accuracy,
-            "energy_pj": report.total_energy_pj, "toggles": totals["toggles"], "checkpoint": str(source),
+            **report.energy_record(), "checkpoint": str(source),
             "program": str(net.program_dir),
             "acc_bits": acc_bits, "images": int(len(batch)), "data": net.dataset.name,
             "layers": [{k: row[k] for k in ("layer", "operator", "bits", "macs", "toggles", "toggles_per_mac_analytic",

@@ -109,6 +109,13 @@ def units_toggles(units: Iterable[UnitOp], model: str = DEFAULT_MODEL, mac_arch:
     return total or {"total": 0.0}
 
 
+def operator_label(operator: Any) -> str:
+    """How reports name a layer's operator: its name, and where it computes unless digital ("mac@aimc")."""
+    name = getattr(operator, "name", type(operator).__name__)
+    mode = getattr(operator, "mode", "digital")
+    return name if mode == "digital" else f"{name}@{mode}"
+
+
 def price_layer(layer: Any, pricing: Pricing) -> LayerCost:
     """All figures of one bound layer under `pricing`."""
     units = tuple(layer.units(pricing.acc_bits))
@@ -116,7 +123,7 @@ def price_layer(layer: Any, pricing: Pricing) -> LayerCost:
     memory = None if pricing.accelerator is None else memory_cost(layer, pricing.accelerator, pricing.acc_bits)
     macro = None if memory is None else memory.macro_energy_pj  # an in-memory layer: ZigZag's macro model
     return LayerCost(
-        path=layer.path, kind=layer.kind, operator=getattr(layer.operator, "name", type(layer.operator).__name__),
+        path=layer.path, kind=layer.kind, operator=operator_label(layer.operator),
         x_format=str(layer.x_format), w_format=str(layer.w_format), acc_bits=pricing.acc_bits, fan_in=shape.fan_in,
         macs=shape.macs, density=layer.density, units=units,
         energy_pj=pricing.table.cost_pj(table_ops(units)) if macro is None else macro,

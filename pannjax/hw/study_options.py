@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from pannjax.hw.system import AcceleratorConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class PowerPann:
@@ -55,3 +57,4 @@ class PowerStudy:
     # simulated on the operand streams it computes on `power_batch` test images (`pannjax.export.power`)
     checkpoint: str = ""
     power_batch: int = 64
+    accelerator: AcceleratorConfig = AcceleratorConfig()  # checkpoint=: data movement on it (pannjax.hw.system)
