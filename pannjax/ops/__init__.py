@@ -11,7 +11,7 @@ from pannjax.ops.shift import ShiftOperator, shift_accumulate, shift_conv
 from pannjax.ops.xnor import XnorOperator, xnor_popcount_conv, xnor_popcount_dense
 
 __all__ = [
-    "AdderOperator", "Analog", "BwnOperator", "ContractionShape", "InMemory", "LinearOperator", "MacOperator", "MfOperator",
-    "OpCount", "Operator", "UnitOp", "ShiftOperator", "XnorOperator", "adder_lr_scaling", "normalize_padding", "shift_accumulate",
-    "shift_conv", "xnor_popcount_conv", "xnor_popcount_dense",
+    "AdderOperator", "Analog", "BwnOperator", "ContractionShape", "InMemory", "LinearOperator", "MacOperator",
+    "MfOperator", "OpCount", "Operator", "UnitOp", "ShiftOperator", "XnorOperator", "adder_lr_scaling",
+    "normalize_padding", "shift_accumulate", "shift_conv", "xnor_popcount_conv", "xnor_popcount_dense",
 ]

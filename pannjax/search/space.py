@@ -2,10 +2,10 @@
 
 A `Candidate` is a named `LayerArith` (weight quantizer, activation quantizer, operator -- digital or
 wrapped in an in-memory macro, `pannjax.ops.in_memory`), so "8-bit MAC", "4-bit shift on PoT weights" and
-"8-bit MAC in an analog crossbar with 6-bit ADCs" are all the same kind of object, built from the same configs as ordinary layers
-(`pannjax.build.build_quantizers` / `build_operator`): an operator registered in `pannjax.build` is a
-candidate as soon as a config names it (Nasrin et al., ENOS, arXiv 2104.05217: operators and computing
-modes are chosen layer-wise).
+"8-bit MAC in an analog crossbar with 6-bit ADCs" are all the same kind of object, built from the same
+configs as ordinary layers (`pannjax.build.build_quantizers` / `build_operator`): an operator registered
+in `pannjax.build` is a candidate as soon as a config names it (Nasrin et al., ENOS, arXiv 2104.05217:
+operators and computing modes are chosen layer-wise).
 
 `SearchSpace` says which layers are searched (every QConv/QDense whose module path does not match
 `exclude`) and which candidate is the *reference* (the all-MAC network every energy is compared with;
