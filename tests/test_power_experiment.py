@@ -5,6 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pannjax.errors import ConfigError
+from pannjax.hw import gate_study
+from pannjax.hw.study_options import PowerGates
 from pannjax.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +56,5 @@ def test_power_experiment_bad_config_is_one_line(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
-    cmd = [c for c in cmd if not c.startswith(("main_acc_bits", "gates."))] + ["main_acc_bits=16",
-                                                                               "gates.units=[mac,madd]"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: gates.units=")
+    with pytest.raises(ConfigError, match=r"^gates.units=\['mac', 'madd'\]: \['madd'\] are not units"):
+        gate_study.check_config(PowerGates(units=["mac", "madd"]))  # the check the entry point runs first
