@@ -154,3 +154,21 @@ def test_digital_in_memory_computes_the_inner_operator_exactly():
     assert ShiftOperator().cost(shape, fx, fw, 24, density=0.5) != dense  # the digital shifter skips zeros
     assert InMemory(ShiftOperator(), "dimc").cost(shape, fx, fw, 24, density=0.5) == dense
     assert InMemory(XnorOperator(), "aimc", rows=16).conv(x, w).shape == XnorOperator().conv(x, w).shape
+
+
+def test_a_digital_macro_exports_its_inner_datapath_and_an_analog_one_refuses():
+    """DIMC computes the inner operator's integers (the same stored weights and datapath); an analog macro's ADC
+    full scale follows the batch, so it has no integer program: one line."""
+    from pannjax.ops import ShiftOperator
+    from pannjax.quant.uniform import UniformQuantizer
+
+    quantizer = UniformQuantizer(bits=4, step_mode="fixed", fixed_step=0.25)
+    kernel = np.random.default_rng(0).integers(-7, 8, (3, 3, 2, 4)) * 0.25
+    for inner in (MacOperator(), ShiftOperator()):
+        want = inner.integer_weights(quantizer, kernel, 0.5, 8)
+        got = InMemory(inner, "dimc").integer_weights(quantizer, kernel, 0.5, 8)
+        assert got.datapath == want.datapath and got.attrs == want.attrs
+        for name in want.arrays:
+            np.testing.assert_array_equal(got.arrays[name], want.arrays[name])
+        with pytest.raises(ConfigError, match=rf"^op={inner.name} in mode aimc: an analog macro's ADC full scale"):
+            Analog(inner).integer_weights(quantizer, kernel, 0.5, 8)
