@@ -115,6 +115,7 @@ def test_distributed_keys_are_checked():
     assert not DistributedConfig().explicit and DistributedConfig(num_processes=1).explicit is False
 
 
+@pytest.mark.slow  # three processes for a minute; the search runs through the training loop tested above
 def test_a_two_process_search_gives_the_one_process_numbers(tmp_path):
     """One epoch of single-level ENOS search and the derivation, in two processes and in one with two devices."""
     args = [str(ROOT / "experiments" / "search.py"), "search.epochs=1", "search.alpha_start_epoch=0.5",

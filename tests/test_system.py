@@ -160,10 +160,10 @@ def test_bad_accelerator_options_are_one_line(tmp_path):
         AcceleratorConfig("edge", "zigzag/edge.hardware.yaml", "zigzag/edge.mapping.yaml", lpf_limit=0)
 
 
-def test_search_and_pann_price_the_data_movement_the_report_prices(tmp_path, monkeypatch):
+def test_search_prices_the_data_movement_the_report_prices(tmp_path, monkeypatch):
     """experiments/search.py accelerator=edge: its per-layer per-candidate table is the power report of the
-    all-candidate network on edge (compute + data movement), the derived network's energy is the table's
-    sum, and PANN's power summary of the same network gives the same per-layer energies."""
+    all-candidate network on edge (compute + data movement) and the derived network's energy is the table's
+    sum (PANN and the other entry points are held to the report in tests/test_export.py)."""
     import jax
     import jax.numpy as jnp
 
@@ -172,7 +172,6 @@ def test_search_and_pann_price_the_data_movement_the_report_prices(tmp_path, mon
     from pannjax.build import build_policy
     from pannjax.hw.report import build_report
     from pannjax.models import build_model
-    from pannjax.pann.power import network_toggles, summarize
     from pannjax.runner import accelerator_config
     from pannjax.search.runner import run_search_experiment
 
@@ -199,9 +198,6 @@ def test_search_and_pann_price_the_data_movement_the_report_prices(tmp_path, mon
         assert {p: v[name] for p, v in table.items()} == pytest.approx(
             {l.path: l.energy_total_pj for l in report.layers}, rel=1e-9)
         assert all(l.energy_memory_pj > 0 for l in report.layers)
-        pann = summarize(network_toggles(model, abstract, sample, accelerator=accelerator))
-        assert pann["energy_pj"] == pytest.approx(report.total_energy_pj, rel=1e-12)
-        assert pann["energy_memory_pj"] == pytest.approx(report.memory_energy_pj, rel=1e-12)
 
 
 def _in_memory(name: str, tmp_path) -> AcceleratorConfig:
