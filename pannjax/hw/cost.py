@@ -139,7 +139,7 @@ def price_network(layers: Iterable[Any], pricing: Pricing) -> list[LayerCost]:
 def totals(costs: Iterable[LayerCost]) -> dict[str, Any]:
     """Network totals per example: MACs, energy (pJ; compute plus data movement, and each part), latency
     (cycles, layers in sequence; None for compute and latency without an accelerator), toggles over the
-    layers that have a toggle figure, and the paths of those that have none."""
+    layers that have a toggle figure (None when none has), and the paths of those that have none."""
     costs = list(costs)
     counted = [c for c in costs if c.toggles is not None]
     moved = [c.memory for c in costs if c.memory is not None]
@@ -148,6 +148,7 @@ def totals(costs: Iterable[LayerCost]) -> dict[str, Any]:
             "energy_compute_pj": float(sum(c.energy_pj for c in costs)),
             "energy_memory_pj": float(sum(m.energy_pj for m in moved)) if on else None,
             "latency_cycles": float(sum(m.latency_cycles for m in moved)) if on else None,
-            "toggles": float(sum(c.toggles for c in counted)),
-            "toggles_per_mac": float(sum(c.toggles for c in counted) / max(sum(c.macs for c in counted), 1)),
+            "toggles": float(sum(c.toggles for c in counted)) if counted else None,
+            "toggles_per_mac": float(sum(c.toggles for c in counted) / max(sum(c.macs for c in counted), 1))
+            if counted else None,
             "layers_without_toggles": [c.path for c in costs if c.toggles is None]}

@@ -154,12 +154,11 @@ class NetworkReport:
 
     def totals(self) -> dict[str, Any]:
         act = [l.energy_activity_pj for l in self.layers]
-        counted = [l.toggles for l in self.layers if l.toggles is not None]
         return {"macs": self.total_macs, "energy_pJ": self.total_energy_pj,
                 "energy_compute_pJ": self.compute_energy_pj, "energy_memory_pJ": self.memory_energy_pj,
                 "latency_cycles": self.latency_cycles,
                 "accelerator": self.accelerator,
-                "toggles": float(sum(counted)) if counted else None,
+                "toggles": self._engine_totals["toggles"],
                 "toggle_model": self.layers[0].toggle_model if self.layers else None,
                 "energy_activity_pJ": float(sum(a for a in act if a is not None)) if any(a is not None for a in act) else None,
                 "layers": len(self.layers), "table": self.table_path, "technology": self.technology,
@@ -170,11 +169,9 @@ class NetworkReport:
         if self.acc_bits != "auto":
             return {}
         at32 = [l.cost_acc32 for l in self.layers]
-        toggles32 = [c.toggles for c in at32 if c.toggles is not None]
-        counted = [l.toggles for l in self.layers if l.toggles is not None]
-        out = {"energy_acc32_pJ": float(sum(c.energy_pj for c in at32)),
-               "toggles_acc32": float(sum(toggles32)) if toggles32 else None}
-        out["toggles_saved_vs_acc32"] = None if not toggles32 else out["toggles_acc32"] - float(sum(counted))
+        out = {"energy_acc32_pJ": float(sum(c.energy_pj for c in at32)), "toggles_acc32": totals(at32)["toggles"]}
+        out["toggles_saved_vs_acc32"] = (None if out["toggles_acc32"] is None
+                                         else out["toggles_acc32"] - (self._engine_totals["toggles"] or 0.0))
         return out
 
     def as_dict(self) -> dict[str, Any]:
