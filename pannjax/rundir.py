@@ -169,6 +169,16 @@ def _arg(argv: Sequence[str], key: str) -> str | None:
     return None
 
 
+def check_apart(run_dir: str | Path, source_key: str, source: str | Path, what: str = "run",
+                holding: bool = False) -> None:
+    """Raise `ConfigError` (one line) when `run_dir` is the run this one reads, `<source_key>=<source>` (or,
+    with `holding`, the dir that holds it): a run's outputs must not overwrite its input."""
+    run, src = Path(run_dir).resolve(), Path(source).resolve()
+    if run == src or (holding and run == src.parent):
+        raise ConfigError(f"hydra.run.dir={run_dir} is the {what} {source_key}={source} reads: write this run's "
+                          "outputs to another dir")
+
+
 def refuse_before_hydra(argv: Sequence[str] | None = None, resume_key: str | None = None,
                         source_key: str | None = None) -> None:
     """Before Hydra writes `.hydra/` into an explicit `hydra.run.dir=...`: exit 2 with one line when that
@@ -180,9 +190,11 @@ def refuse_before_hydra(argv: Sequence[str] | None = None, resume_key: str | Non
         return  # a multi-process run's other processes follow process 0, which makes the checks
     path = Path(run_dir)
     source = _arg(argv, source_key) if source_key else None
-    if source is not None and path.resolve() == Path(source).resolve():
-        print(f"error: hydra.run.dir={run_dir} is the run {source_key}={source} reads: write this run's outputs "
-              "to another dir", file=sys.stderr)
+    try:
+        if source is not None:
+            check_apart(run_dir, source_key, source)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     flag = lambda key: key is not None and (_arg(argv, key) or "").lower() == "true"  # noqa: E731
     previous = previous_outputs(path) if path.is_dir() else []
@@ -191,4 +203,4 @@ def refuse_before_hydra(argv: Sequence[str] | None = None, resume_key: str | Non
         sys.exit(2)
 
 
-__all__ = ["OUTPUTS", "RESUME_EXEMPT", "config_hash", "owned_run_dir", "previous_outputs", "refuse_before_hydra"]
+__all__ = ["OUTPUTS", "RESUME_EXEMPT", "check_apart", "config_hash", "owned_run_dir", "previous_outputs", "refuse_before_hydra"]

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pannjax.errors import ConfigError
-from pannjax.rundir import LOCK, config_hash, owned_run_dir
+from pannjax.rundir import LOCK, check_apart, config_hash, owned_run_dir
 from pannjax.experiment import to_container
 from pannjax.runner import run_train
 
@@ -101,3 +101,15 @@ def test_pann_never_writes_into_the_run_it_reads(finished):
         f"error: hydra.run.dir={finished} is the run checkpoint={finished} reads: write this run's outputs to "
         "another dir"]
     assert _snapshot(finished) == before
+
+
+def test_a_run_dir_apart_from_its_source_is_checked_through_links(tmp_path):
+    """export and pann refuse their checkpoint's dir, power also the export run holding the program it reads."""
+    (tmp_path / "export" / "program").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "export")
+    with pytest.raises(ConfigError, match=r"^hydra.run.dir=.*link is the run checkpoint=.*export reads: write"):
+        check_apart(tmp_path / "link", "checkpoint", tmp_path / "export")
+    check_apart(tmp_path / "link", "checkpoint", tmp_path / "export" / "program")  # inside, not the same dir
+    with pytest.raises(ConfigError, match=r"is the export checkpoint=.*program reads"):
+        check_apart(tmp_path / "link", "checkpoint", tmp_path / "export" / "program", what="export", holding=True)
+    check_apart(tmp_path / "other", "checkpoint", tmp_path / "export" / "program", what="export", holding=True)

@@ -41,7 +41,7 @@ from pannjax.export.runner import layer_inputs, run_codes
 from pannjax.hw.accumulator import width_for
 from pannjax.hw.report import build_report
 from pannjax.results import read_results, write_results
-from pannjax.rundir import owned_run_dir
+from pannjax.rundir import check_apart, owned_run_dir
 from pannjax.runner import accelerator_config
 
 log = logging.getLogger(__name__)
@@ -187,9 +187,7 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     acc_bits, power_batch = check_acc_bits(c["acc_bits"]), check_power_batch(c["power_batch"])
     accelerator = accelerator_config(c)
     run_dir = Path(run_dir)
-    if run_dir.resolve() == Path(c["checkpoint"]).resolve():
-        raise ConfigError(f"hydra.run.dir={run_dir} is the run checkpoint={c['checkpoint']} reads: write this run's "
-                          "outputs to another dir")
+    check_apart(run_dir, "checkpoint", c["checkpoint"])
     out = Path(c["out"]) if c["out"] else run_dir / "program"
     with owned_run_dir(run_dir, "export", c, overwrite=c["overwrite"]):
         model, variables, dataset, reported = _trained_network(c)

@@ -20,13 +20,12 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-from pannjax.errors import ConfigError
 from pannjax.experiment import setup
 from pannjax.export.experiment import check_acc_bits, check_power_batch, exported_network
 from pannjax.export.runner import layer_inputs
 from pannjax.hw.report import build_report
 from pannjax.results import write_results
-from pannjax.rundir import owned_run_dir
+from pannjax.rundir import check_apart, owned_run_dir
 from pannjax.runner import accelerator_config
 
 log = logging.getLogger(__name__)
@@ -39,9 +38,7 @@ def run_program_power(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, 
     c = setup(cfg, "power")
     run_dir = Path(run_dir)
     source = Path(c["checkpoint"])
-    if run_dir.resolve() in (source.resolve(), source.resolve().parent):
-        raise ConfigError(f"hydra.run.dir={run_dir} is the export checkpoint={source} reads: write this run's "
-                          "outputs to another dir")
+    check_apart(run_dir, "checkpoint", source, what="export", holding=True)
     n = check_power_batch(c["power_batch"])
     accelerator = accelerator_config(c)
     with owned_run_dir(run_dir, "power", c, overwrite=c["overwrite"]):

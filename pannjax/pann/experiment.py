@@ -42,7 +42,7 @@ from pannjax.pann.budget import Layer, budget_per_mac, budget_table, format_budg
 from pannjax.pann.convert import (FIRST_LAST_PATTERN, Converted, collect_layer_inputs, convert, fold_batchnorm,
                                   freeze_weights, load_float_run, pann_policy, uniform_policy)
 from pannjax.pann.power import DEFAULT_MODEL, mac_toggles, network_toggles, summarize
-from pannjax.rundir import owned_run_dir
+from pannjax.rundir import check_apart, owned_run_dir
 from pannjax.experiment import setup
 from pannjax.runner import accelerator_config
 from pannjax.results import write_results
@@ -392,9 +392,8 @@ def run_pann(c: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     if mode != "table" and not c["checkpoint"]:
         raise ConfigError("checkpoint is missing: give the run dir of a float training run, "
                           "e.g. checkpoint=outputs/train/<date>/<time>")
-    if mode != "table" and run_dir.resolve() == Path(c["checkpoint"]).resolve():
-        raise ConfigError(f"hydra.run.dir={run_dir} is the run checkpoint={c['checkpoint']} reads: write this run's "
-                          "outputs to another dir")
+    if mode != "table":
+        check_apart(run_dir, "checkpoint", c["checkpoint"])
     with owned_run_dir(run_dir, "pann", c, overwrite=c["overwrite"]):
         if mode == "table":
             return run_table(c, run_dir)
