@@ -54,5 +54,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_command_line("power", sys.argv[1:])  # a config Hydra cannot compose: one line, exit 2
-    refuse_before_hydra(source_key="checkpoint")  # before Hydra writes .hydra/ into an explicit run dir
+    refuse_before_hydra(source_key="checkpoint", source_what="export")  # before Hydra writes .hydra/
     main()

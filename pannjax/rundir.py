@@ -169,18 +169,18 @@ def _arg(argv: Sequence[str], key: str) -> str | None:
     return None
 
 
-def check_apart(run_dir: str | Path, source_key: str, source: str | Path, what: str = "run",
-                holding: bool = False) -> None:
-    """Raise `ConfigError` (one line) when `run_dir` is the run this one reads, `<source_key>=<source>` (or,
-    with `holding`, the dir that holds it): a run's outputs must not overwrite its input."""
+def check_apart(run_dir: str | Path, source_key: str, source: str | Path, what: str = "run") -> None:
+    """Raise `ConfigError` (one line) when `run_dir` is, or holds, the `what` this run reads,
+    `<source_key>=<source>` (e.g. power.py's `checkpoint=<export run>/program`): a run's outputs must not
+    overwrite its input."""
     run, src = Path(run_dir).resolve(), Path(source).resolve()
-    if run == src or (holding and run == src.parent):
-        raise ConfigError(f"hydra.run.dir={run_dir} is the {what} {source_key}={source} reads: write this run's "
-                          "outputs to another dir")
+    if run in (src, src.parent):
+        raise ConfigError(f"hydra.run.dir={run_dir} {'is' if run == src else 'holds'} the {what} "
+                          f"{source_key}={source} reads: write this run's outputs to another dir")
 
 
 def refuse_before_hydra(argv: Sequence[str] | None = None, resume_key: str | None = None,
-                        source_key: str | None = None) -> None:
+                        source_key: str | None = None, source_what: str = "run") -> None:
     """Before Hydra writes `.hydra/` into an explicit `hydra.run.dir=...`: exit 2 with one line when that
     dir holds a previous run and neither `<resume_key>=true` nor `overwrite=true` is given, or when it is
     the run named by `source_key` (e.g. pann.py's `checkpoint=`, whose outputs must not be overwritten)."""
@@ -192,7 +192,7 @@ def refuse_before_hydra(argv: Sequence[str] | None = None, resume_key: str | Non
     source = _arg(argv, source_key) if source_key else None
     try:
         if source is not None:
-            check_apart(run_dir, source_key, source)
+            check_apart(run_dir, source_key, source, source_what)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -104,12 +104,13 @@ def test_pann_never_writes_into_the_run_it_reads(finished):
 
 
 def test_a_run_dir_apart_from_its_source_is_checked_through_links(tmp_path):
-    """export and pann refuse their checkpoint's dir, power also the export run holding the program it reads."""
+    """A run may not write into the run it reads, nor into the dir holding it (power.py reads
+    `<export run>/program`)."""
     (tmp_path / "export" / "program").mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "export")
     with pytest.raises(ConfigError, match=r"^hydra.run.dir=.*link is the run checkpoint=.*export reads: write"):
         check_apart(tmp_path / "link", "checkpoint", tmp_path / "export")
-    check_apart(tmp_path / "link", "checkpoint", tmp_path / "export" / "program")  # inside, not the same dir
-    with pytest.raises(ConfigError, match=r"is the export checkpoint=.*program reads"):
-        check_apart(tmp_path / "link", "checkpoint", tmp_path / "export" / "program", what="export", holding=True)
-    check_apart(tmp_path / "other", "checkpoint", tmp_path / "export" / "program", what="export", holding=True)
+    with pytest.raises(ConfigError, match=r"^hydra.run.dir=.*link holds the export checkpoint=.*program reads"):
+        check_apart(tmp_path / "link", "checkpoint", tmp_path / "export" / "program", "export")
+    check_apart(tmp_path / "link" / "program" / "power", "checkpoint", tmp_path / "export" / "program")  # inside
+    check_apart(tmp_path / "other", "checkpoint", tmp_path / "export" / "program")

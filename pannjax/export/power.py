@@ -38,7 +38,7 @@ def run_program_power(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, 
     c = setup(cfg, "power")
     run_dir = Path(run_dir)
     source = Path(c["checkpoint"])
-    check_apart(run_dir, "checkpoint", source, what="export", holding=True)
+    check_apart(run_dir, "checkpoint", source, "export")
     n = check_power_batch(c["power_batch"])
     accelerator = accelerator_config(c)
     with owned_run_dir(run_dir, "power", c, overwrite=c["overwrite"]):
