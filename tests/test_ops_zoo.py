@@ -16,7 +16,7 @@ from pannjax.errors import ConfigError
 from pannjax.hw.report import build_report
 from pannjax.models import build_model
 from pannjax.numerics import FLOAT32, NumberFormat
-from pannjax.ops import (AdderOperator, Analog, BwnOperator, ContractionShape, MacOperator, MfOperator,
+from pannjax.ops import (AdderOperator, Analog, BwnOperator, ContractionShape, InMemory, MacOperator, MfOperator,
                          ShiftOperator, XnorOperator, adder_lr_scaling, xnor_popcount_conv, xnor_popcount_dense)
 from pannjax.quant.pot import PotQuantizer
 from pannjax.quant.ste import binarize_ste, sign_ste
@@ -269,3 +269,17 @@ def test_op_configs_build_every_operator_by_name():
         assert type(op.inner) is cls and op.name == name and op.adc_bits == 4 and op.analog and op.mode == "aimc"
     with pytest.raises(ConfigError, match="op.input_scale"):
         build_operator({"name": "xnor", "input_scale": "beta"})
+
+
+@pytest.mark.parametrize("kind, alias", [("aimc", "analog"), ("dimc", "dimc")])
+def test_a_mode_config_and_its_spelling_from_digital_build_the_default_macro(kind, alias):
+    """mode=<kind>, op.mode.kind=<kind> (or its alias) from the digital default and InMemory(inner, kind)
+    are one macro: the defaults live in the wrapper, the configs repeat them (aimc 2 input bits per cycle,
+    dimc 1)."""
+    with initialize_config_dir(config_dir=os.path.abspath(CONFIGS), version_base="1.3"):
+        by_group = build_operator(dict(compose("train", overrides=[f"mode={kind}"]).op))
+        by_key = build_operator(dict(compose("train", overrides=[f"op.mode.kind={alias}"]).op))
+    assert by_group == by_key == InMemory(MacOperator(), kind)
+    assert by_key.bit_serial == {"aimc": 2, "dimc": 1}[kind] and by_key.rows == 128 and by_key.adc_bits == 8
+    with pytest.raises(ConfigError, match=r"^mode.noise_std=0.1: a digital macro \(dimc\) computes exactly"):
+        InMemory(MacOperator(), "dimc", noise_std=0.1)

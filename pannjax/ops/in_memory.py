@@ -32,6 +32,7 @@ for `rows` (earlier spellings). `Analog(inner, ...)` is `InMemory(inner, "aimc",
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Sequence
 
@@ -52,16 +53,22 @@ FIELD_ALIASES = {"rows_per_array": "rows"}
 Contraction = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def check_mode_fields(rows: int = 128, cols: int = 128, adc_bits: int = 8, bit_serial: int = 1,
-                      noise_std: float = 0.0) -> None:
-    """One-line errors for fields no macro can have (what `op.mode` and `InMemory` accept)."""
+BIT_SERIAL = {"aimc": 2, "dimc": 1}  # input bits per cycle of ZigZag's example macros (zigzag-dse 3.9.1)
+
+
+def check_mode_fields(rows: int | None = None, cols: int | None = None, adc_bits: int | None = None,
+                      bit_serial: int | None = None, noise_std: float | None = None) -> None:
+    """One-line errors for fields no macro can have (what `op.mode` and `InMemory` accept; None: not given)."""
     for key, value, lo, hi in (("rows", rows, 1, None), ("cols", cols, 1, None), ("adc_bits", adc_bits, 1, 16),
                                ("bit_serial", bit_serial, 1, 32)):
+        if value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
             raise ConfigError(f"mode.{key}={value!r}: expected a whole number in {lo}..{hi or 'inf'}")
-    if bit_serial & (bit_serial - 1):
+    if bit_serial is not None and bit_serial & (bit_serial - 1):
         raise ConfigError(f"mode.bit_serial={bit_serial}: expected a power of two (input bits per macro cycle)")
-    if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or noise_std < 0:
+    if noise_std is not None and (not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool)
+                                  or noise_std < 0):
         raise ConfigError(f"mode.noise_std={noise_std!r}: expected a number >= 0")
 
 
@@ -116,21 +123,26 @@ def crossbar_contraction(exact: Contraction, partials: Callable[[jax.Array, jax.
 class InMemory(Operator):
     """`inner`'s arithmetic computed in an in-memory macro of `kind` "aimc" or "dimc" (module docstring):
     `rows` products per column, `cols` weights per row, `adc_bits` per conversion (aimc), `bit_serial`
-    input bits per cycle, `noise_std` read noise (aimc, training only)."""
+    input bits per cycle (default: the kind's, `BIT_SERIAL`), `noise_std` read noise (aimc, training only)."""
 
     inner: Operator = struct.field(pytree_node=False, default=None)
     kind: str = struct.field(pytree_node=False, default="aimc")
     rows: int = struct.field(pytree_node=False, default=128)
     cols: int = struct.field(pytree_node=False, default=128)
     adc_bits: int = struct.field(pytree_node=False, default=8)
-    bit_serial: int = struct.field(pytree_node=False, default=2)
+    bit_serial: int | None = struct.field(pytree_node=False, default=None)
     noise_std: float = struct.field(pytree_node=False, default=0.0)
 
     def __post_init__(self):
         if not isinstance(self.inner, Operator) or isinstance(self.inner, InMemory):
             raise ConfigError(f"InMemory(inner={self.inner!r}): wrap one digital pannjax operator")
         if self.kind not in IN_MEMORY_KINDS:
-            raise ConfigError(f"mode.kind={self.kind!r}: expected one of {MODE_KINDS}")
+            raise ConfigError(f"mode.kind={self.kind!r}: an in-memory macro is one of {IN_MEMORY_KINDS}")
+        if self.bit_serial is None:
+            object.__setattr__(self, "bit_serial", BIT_SERIAL[self.kind])
+        if self.kind == "dimc" and self.noise_std:
+            raise ConfigError(f"mode.noise_std={self.noise_std}: a digital macro (dimc) computes exactly and has "
+                              "no read noise; set it on mode=aimc")
         check_mode_fields(self.rows, self.cols, self.adc_bits, self.bit_serial, self.noise_std)
 
     # -- what the wrapper is: the inner arithmetic, in memory ------------------------------------
@@ -242,24 +254,28 @@ class InMemory(Operator):
                               "each batch, so it has no fixed integer program; export digital or dimc networks")
 
 
-def Analog(inner: Operator, rows: int = 128, cols: int = 128, adc_bits: int = 8, bit_serial: int = 2,
+def Analog(inner: Operator, rows: int = 128, cols: int = 128, adc_bits: int = 8, bit_serial: int | None = None,
            noise_std: float = 0.0) -> InMemory:
     """`inner` in an analog in-memory macro: `InMemory(inner, "aimc", ...)`."""
     return InMemory(inner, "aimc", rows, cols, adc_bits, bit_serial, noise_std)
 
 
 def wrap(inner: Operator, kind: str = "digital", **fields) -> Operator:
-    """What an `op.mode` block builds (module docstring): `inner` for "digital", else `InMemory`."""
-    fields = {FIELD_ALIASES.get(k, k): v for k, v in fields.items()}
-    known = ("rows", "cols", "adc_bits", "bit_serial", "noise_std")
+    """What an `op.mode` block builds (module docstring): `inner` for "digital", else `InMemory`; a field
+    given as None takes the macro's default."""
+    fields = {FIELD_ALIASES.get(k, k): v for k, v in fields.items() if v is not None}
+    known = [f.name for f in dataclasses.fields(InMemory) if f.name not in ("inner", "kind")]
     unknown = sorted(set(fields) - set(known))
     if unknown:
         raise ConfigError(f"mode.{unknown[0]} is not a known option; valid: kind, {', '.join(known)}")
     kind = KIND_ALIASES.get(kind, kind)
     if kind not in MODE_KINDS:
         raise ConfigError(f"mode.kind={kind!r}: expected one of {MODE_KINDS} (analog = aimc)")
-    check_mode_fields(**fields)
-    return inner if kind == "digital" else InMemory(inner, kind, **fields)
+    if kind == "digital":
+        check_mode_fields(**fields)
+        return inner
+    return InMemory(inner, kind, **fields)
 
 
-__all__ = ["Analog", "IN_MEMORY_KINDS", "InMemory", "MODE_KINDS", "adc", "crossbar_contraction", "digitise", "wrap"]
+__all__ = ["Analog", "BIT_SERIAL", "IN_MEMORY_KINDS", "InMemory", "MODE_KINDS", "adc", "crossbar_contraction",
+           "digitise", "wrap"]
