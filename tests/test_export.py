@@ -345,7 +345,8 @@ def test_every_entry_point_prices_one_network_on_an_accelerator(runs, tmp_path):
     report = build_report(model, variables, sample, simulate=False, accelerator=accelerator)
     assert {k: report.energy_record()[k] for k in keys} == pytest.approx(figures, rel=1e-12)
     pricing = Pricing.make(toggle_model=None, accelerator=accelerator)
-    table = _layer_energies(lambda policy: model.clone(policy=policy), model.policy, sample, pricing)  # the search's column of this network
+    # the search's column of this network
+    table = _layer_energies(lambda policy: model.clone(policy=policy), model.policy, sample, pricing)
     assert table == pytest.approx({l.path: l.energy_total_pj for l in report.layers}, rel=1e-12)
     pann = summarize(network_toggles(model, variables, sample, accelerator=accelerator))
     assert {k: pann[k] for k in keys} == pytest.approx(figures, rel=1e-12)

@@ -24,7 +24,7 @@ CANDIDATES = {
     "mac4": {"quant": {"name": "uniform", "w_bits": 4, "x_bits": 4}, "op": {"name": "mac"}},
     "shift4": {"quant": {"name": "pot", "w_bits": 4, "x_bits": 8}, "op": {"name": "shift"}},
     "mac8_cim": {"quant": {"name": "uniform", "w_bits": 8, "x_bits": 8},
-                 "op": {"name": "mac", "mode": {"kind": "analog", "adc_bits": 6, "rows_per_array": 64}}},
+                 "op": {"name": "mac", "mode": {"kind": "aimc", "adc_bits": 6, "rows": 64}}},
 }
 
 

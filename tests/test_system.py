@@ -207,8 +207,8 @@ def _in_memory(name: str, tmp_path) -> AcceleratorConfig:
 
 def test_an_in_memory_layer_is_priced_by_zigzags_macro_model(tmp_path, monkeypatch):
     """A 64 -> 16 dense layer in a 64-row x 16-column analog macro fits it whole: one macro activation, every
-    row and column used (its hand-count terms below pass only for that mapping). ZigZag's macro model then charges, by hand, 8 weight bits x 16 columns x 8/2
-    bit-serial cycles ADC conversions and 64 rows x 4 cycles DAC conversions at its own per-conversion
+    row and column used (its hand-count terms below pass only for that mapping). ZigZag's macro model then
+    charges, by hand, 8 weight bits x 16 columns x 8/2 bit-serial cycles ADC conversions and 64 rows x 4 cycles DAC conversions at its own per-conversion
     energies (its `ImcArray` at the same resolution); the ADC term follows the wrapper's adc_bits. A digital
     macro has neither. The template gets the wrapper's geometry and the layer's precisions."""
     from zigzag.datatypes import OADimension
@@ -252,6 +252,20 @@ def test_in_memory_layers_need_a_macro_of_their_kind(tmp_path):
         memory_cost(analog, _in_memory("dimc", tmp_path), 32)
     with pytest.raises(ConfigError, match=r"^layer fc: an in-memory macro computes on fixed-point operands"):
         memory_cost(dataclasses.replace(analog, x_format=NumberFormat("float", 32)), _in_memory("aimc", tmp_path), 32)
+    # the search names the candidate and its key before it maps anything
+    from omegaconf import OmegaConf
+
+    from pannjax.models import build_model
+    from pannjax.search.energy import energy_model
+    from pannjax.search.space import build_search_space
+
+    candidates = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "search.yaml").search.candidates)
+    space = build_search_space(candidates, ["mac8_cim", "mac8"], "mac8")
+    with pytest.raises(ConfigError, match=r"^search.use: candidate mac8_cim: layer stem computes in memory "
+                                          r"\(mode aimc\); accelerator=edge has no in-memory macro: .*; or drop it "
+                                          r"from search.use$"):
+        energy_model(lambda p: build_model("digits_cnn", num_classes=10, policy=p, width=4), space, (8, 8, 1),
+                     accelerator=edge)
 
 
 def test_the_engine_takes_an_in_memory_layers_compute_from_the_macro(tmp_path, monkeypatch):
@@ -284,3 +298,9 @@ def test_the_engine_takes_an_in_memory_layers_compute_from_the_macro(tmp_path, m
     digital = [price_network(layers("digital"), Pricing.make(toggle_model=None, accelerator=a)) for a in (aimc, edge)]
     assert [(c.energy_pj, c.memory.energy_pj, c.memory.macro_energy_pj) for c in digital[0]] == [
         (c.energy_pj, c.memory.energy_pj, None) for c in digital[1]]
+    # measured switching activity scales the table's units, not a macro's energy
+    from pannjax.hw.report import LayerPower
+
+    active = dict(toggles_simulated={"total": 3.0}, toggles_gates_uniform=2.0)
+    assert LayerPower(digital[0][1], **active).energy_activity_pj == pytest.approx(1.5 * digital[0][1].energy_pj)
+    assert LayerPower(on_macro[1], **active).energy_activity_pj is None

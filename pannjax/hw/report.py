@@ -68,8 +68,11 @@ class LayerPower:
     @property
     def energy_activity_pj(self) -> float | None:
         """Table energy x simulated / gate-model-on-uniform-codes toggles of the simulated units (both count
-        the same gates): the activity of the real streams relative to the random codes the table assumes."""
+        the same gates): the activity of the real streams relative to the random codes the table assumes. None
+        for a layer whose compute is an in-memory macro's (ZigZag's model, not the table's units)."""
         if not (self.toggles_simulated and self.toggles_gates_uniform):
+            return None
+        if self.cost.memory is not None and self.cost.memory.macro_energy_pj is not None:
             return None
         return self.cost.energy_pj * self.toggles_simulated["total"] / self.toggles_gates_uniform
 

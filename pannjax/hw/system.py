@@ -298,8 +298,8 @@ def _map(path: str, workload: dict, hardware_text: str, mapping: Path, accelerat
          in_memory: bool = False) -> dict:
     """ZigZag's memory figures of `workload` on the hardware file `hardware_text`. Where its temporal mapping
     search finds no loop order for operands narrower than a byte (seen: 4-bit weights of a dense layer in the
-    8-bit weight register), the layer is mapped again with W and I moved as bytes, and the result says so
-    (`padded_to_bytes`)."""
+    8-bit weight register), a layer on the PE array is mapped again with W and I moved as bytes, and the
+    result says so (`padded_to_bytes`); an in-memory layer is not (its macro is built for its widths)."""
     from zigzag.opt.loma.engine import NoValidLoopOrderingFoundException
 
     with tempfile.TemporaryDirectory(prefix="pannjax-hw-") as tmp:
@@ -311,7 +311,7 @@ def _map(path: str, workload: dict, hardware_text: str, mapping: Path, accelerat
         except NoValidLoopOrderingFoundException:
             pass
         precision = workload["operand_precision"]
-        if min(precision["W"], precision["I"]) >= 8:
+        if in_memory or min(precision["W"], precision["I"]) >= 8:  # a macro's cells hold the weights at their width
             raise ConfigError(f"layer {path}: ZigZag finds no mapping on accelerator {accelerator.name} "
                               f"(operand precision {precision}); try a larger accelerator.lpf_limit")
         log.warning("layer %s: ZigZag maps no %d-bit W / %d-bit I loop order on %s; its data movement is "

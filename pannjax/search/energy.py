@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from pannjax.errors import ConfigError
 from pannjax.hw.cost import Pricing, price_layer
 from pannjax.hw.energy import EnergyTable
 from pannjax.hw.system import AcceleratorConfig
@@ -76,10 +77,14 @@ def energy_model(model_for: Callable[[ArithPolicy], nn.Module], space: SearchSpa
     data movement on `accelerator` where one is given."""
     pricing = Pricing.make(table, None, acc_bits, accelerator=accelerator)
     sample = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    columns = []
+    for k, candidate in enumerate(space.candidates):
+        try:
+            columns.append(_layer_energies(model_for, space.uniform_policy(k), sample, pricing))
+        except ConfigError as e:  # e.g. an in-memory candidate on an accelerator without its macro
+            raise ConfigError(f"search.use: candidate {candidate.name}: {e}; or drop it from search.use") from None
     reference = _layer_energies(model_for, space.reference_policy(), sample, pricing)
     order = tuple(p for p in reference if space.searches(p))
-    columns = [_layer_energies(model_for, space.uniform_policy(k), sample, pricing)
-               for k in range(len(space.candidates))]
     per_layer = {p: np.array([col[p] for col in columns], np.float64) for p in order}
     fixed = float(sum(e for p, e in reference.items() if not space.searches(p)))
     return EnergyModel(per_layer, fixed, float(sum(reference.values())), order, space.names)
