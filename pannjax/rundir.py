@@ -203,4 +203,5 @@ def refuse_before_hydra(argv: Sequence[str] | None = None, resume_key: str | Non
         sys.exit(2)
 
 
-__all__ = ["OUTPUTS", "RESUME_EXEMPT", "check_apart", "config_hash", "owned_run_dir", "previous_outputs", "refuse_before_hydra"]
+__all__ = ["OUTPUTS", "RESUME_EXEMPT", "check_apart", "config_hash", "owned_run_dir", "previous_outputs",
+           "refuse_before_hydra"]

@@ -8,7 +8,7 @@ medians, scripts/bench_qat.py).
 
 A single-path (variational) step runs one contraction per contraction group of the candidates
 (`pannjax.search.layers.contraction_groups`): linear operators share one (its crossbar chunks run forward
-when an analog member is sampled, `pannjax.ops.base.crossbar_contraction`); a non-linear operator (MF,
+when an analog member is sampled, `pannjax.ops.in_memory.crossbar_contraction`); a non-linear operator (MF,
 XNOR, adder) adds its own, evaluated every step (masked). For each analog candidate the plain train step
 of the all-analog network is timed too: the cost of a path through the crossbar model alone.
 
