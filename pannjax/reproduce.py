@@ -44,7 +44,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from pannjax.errors import ConfigError
-from pannjax.results import check_column
+from pannjax.results import SYSTEM_KEYS, check_column
 from pannjax.runlog import write_json
 from pannjax.sweep import collect_results, compare_table, group_mean, markdown_table, plot_pareto
 
@@ -54,8 +54,6 @@ ENTRIES = ("train", "search", "pann")
 RESUMABLE = ("train", "search")
 EXPECTED_KEYS = {"source", "metric", "rows", "claims"}
 COMPARE_KEYS = {"by", "label", "metric", "against", "require"}
-#: the energy split a run on an accelerator adds after energy_pj (results.json keys)
-SYSTEM_COLUMNS = ("energy_compute_pj", "energy_memory_pj", "latency_cycles")
 #: axis titles (with units) of the usual results.json columns
 AXIS_LABELS = {"energy_pj": "energy per example (pJ)", "test_accuracy": "test accuracy",
                "energy_rel": "energy relative to all-MAC", "macs": "MACs per example"}
@@ -171,7 +169,7 @@ def table_rows(rows: list[dict[str, Any]], meta: Mapping[str, Any]) -> tuple[lis
     columns = list(meta.get("columns") or ["overrides", "test_accuracy", "energy_pj"])
     if "energy_pj" in columns and any(_is_number(r.get("energy_memory_pj")) for r in rows):
         at = columns.index("energy_pj") + 1
-        columns[at:at] = [k for k in SYSTEM_COLUMNS if k not in columns]
+        columns[at:at] = [k for k in SYSTEM_KEYS if k not in columns]
     group_by = list(meta.get("group_by") or [])
     if not group_by:
         return rows, columns

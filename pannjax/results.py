@@ -63,6 +63,11 @@ COMMON: dict[str, Key] = {
     "diverged": Key(dict, "where a diverged run stopped: step, epoch, layer", required=False),
 }
 
+#: what a run on an accelerator adds to energy_pj (null without one)
+SYSTEM_KEYS = ("energy_compute_pj", "energy_memory_pj", "latency_cycles")
+#: the energy keys a record of a priced network sets together (`pannjax.hw.report.NetworkReport.energy_record`)
+ENERGY_KEYS = ("energy_pj", *SYSTEM_KEYS, "toggles")
+
 _RUN = {
     "data": Key(str, "data set name"),
     "model": Key(str, "model name"),

@@ -322,7 +322,8 @@ def test_every_entry_point_prices_one_network_on_an_accelerator(runs, tmp_path):
     from pannjax.hw.cost import Pricing
     from pannjax.hw.report import build_report
     from pannjax.pann.power import network_toggles, summarize
-    from pannjax.reproduce import SYSTEM_COLUMNS, table_rows
+    from pannjax.reproduce import table_rows
+    from pannjax.results import SYSTEM_KEYS
     from pannjax.runner import accelerator_config, build_model_for
     from pannjax.search.energy import _layer_energies
     from pannjax.train.checkpoint import restore_run_variables
@@ -356,7 +357,7 @@ def test_every_entry_point_prices_one_network_on_an_accelerator(runs, tmp_path):
     engine = script.engine_energy(bound_layers(model, variables, sample), 1.0, pricing)
     assert {k: engine[k] for k in keys} == pytest.approx(figures, rel=1e-12)
     _, columns = table_rows([exported, power], {"columns": ["entry", "energy_pj", "test_accuracy"]})
-    assert columns == ["entry", "energy_pj", *SYSTEM_COLUMNS, "test_accuracy"]
+    assert columns == ["entry", "energy_pj", *SYSTEM_KEYS, "test_accuracy"]
 
 
 def test_bad_export_requests_fail_with_one_line(runs, tmp_path):

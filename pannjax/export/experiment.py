@@ -40,7 +40,7 @@ from pannjax.export.program import Program, build_program
 from pannjax.export.runner import layer_inputs, run_codes
 from pannjax.hw.accumulator import width_for
 from pannjax.hw.report import build_report
-from pannjax.results import read_results, write_results
+from pannjax.results import ENERGY_KEYS, read_results, write_results
 from pannjax.rundir import check_apart, owned_run_dir
 from pannjax.runner import accelerator_config
 
@@ -227,8 +227,7 @@ def run_export(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
             "completed": True, "test_accuracy": ev["test_accuracy"], "fake_quant_accuracy": ev["fake_quant_accuracy"],
             "reported_accuracy": reported, "argmax_agreement": ev["argmax_agreement"],
             "logits_max_abs_diff": ev["logits_max_abs_diff"],
-            **(dict.fromkeys(("energy_pj", "energy_compute_pj", "energy_memory_pj", "latency_cycles", "toggles"))
-               if report is None else report.energy_record()),
+            **(dict.fromkeys(ENERGY_KEYS) if report is None else report.energy_record()),
             "toggles_at_32": report32.totals()["toggles"],
             "overflows": sum(r["overflows"] for r in layers), "layers": layers, "program": str(out),
             "files": sorted(p.name for p in out.iterdir()), "onnx": onnx_note, "checkpoint": str(c["checkpoint"]),

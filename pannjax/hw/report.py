@@ -34,6 +34,7 @@ from pannjax.hw.gates.model import ACCUMULATION_GROUPS
 from pannjax.hw.system import OPERANDS, AcceleratorConfig
 from pannjax.hw.toggles import unit_op_arguments, unit_op_toggles, unit_toggles
 from pannjax.hw.units import OpCount
+from pannjax.results import ENERGY_KEYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +115,8 @@ class NetworkReport:
         """The energy keys every results.json carries (the results schema): `energy_pj` (compute plus data
         movement), `energy_compute_pj`, `energy_memory_pj` and `latency_cycles` (None without an accelerator),
         `toggles` (None when no layer has a bit-flip model)."""
-        return {"energy_pj": self.total_energy_pj, "energy_compute_pj": self.compute_energy_pj,
-                "energy_memory_pj": self.memory_energy_pj, "latency_cycles": self.latency_cycles,
-                "toggles": self.totals()["toggles"]}
+        return dict(zip(ENERGY_KEYS, (self.total_energy_pj, self.compute_energy_pj, self.memory_energy_pj,
+                                      self.latency_cycles, self._engine_totals["toggles"]), strict=True))
 
     @property
     def total_macs(self) -> int:
