@@ -11,6 +11,7 @@ import optax
 import pytest
 from hydra import compose, initialize_config_dir
 
+import pannjax.schema  # noqa: F401  (registers the entry points' config schemas, which configs/train.yaml names)
 from pannjax.build import build_operator, build_policy
 from pannjax.errors import ConfigError
 from pannjax.hw.report import build_report
