@@ -206,11 +206,11 @@ def _in_memory(name: str, tmp_path) -> AcceleratorConfig:
 
 
 def test_an_in_memory_layer_is_priced_by_zigzags_macro_model(tmp_path, monkeypatch):
-    """A 64 -> 16 dense layer in a 64-row x 16-column analog macro fits it whole: one macro activation, every
-    row and column used (its hand-count terms below pass only for that mapping). ZigZag's macro model then
-    charges, by hand, 8 weight bits x 16 columns x 8/2 bit-serial cycles ADC conversions and 64 rows x 4 cycles DAC conversions at its own per-conversion
-    energies (its `ImcArray` at the same resolution); the ADC term follows the wrapper's adc_bits. A digital
-    macro has neither. The template gets the wrapper's geometry and the layer's precisions."""
+    """A 64 -> 16 dense layer in a 64-row x 16-column analog macro fits it whole: one macro activation, every row
+    and column used (its hand-count terms below pass only for that mapping). ZigZag's macro model then charges, by
+    hand, 8 weight bits x 16 columns x 8/2 bit-serial cycles ADC conversions and 64 rows x 4 cycles DAC conversions
+    at its own per-conversion energies (its `ImcArray` at the same resolution); the ADC term follows the wrapper's
+    adc_bits. A digital macro has neither. The template gets the wrapper's geometry and the layer's precisions."""
     from zigzag.datatypes import OADimension
     from zigzag.hardware.architecture.imc_array import ImcArray
 
