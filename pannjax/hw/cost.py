@@ -144,11 +144,11 @@ def totals(costs: Iterable[LayerCost]) -> dict[str, Any]:
     counted = [c for c in costs if c.toggles is not None]
     moved = [c.memory for c in costs if c.memory is not None]
     on = bool(costs) and len(moved) == len(costs)
+    toggles = float(sum(c.toggles for c in counted)) if counted else None
     return {"macs": int(sum(c.macs for c in costs)), "energy_pj": float(sum(c.energy_total_pj for c in costs)),
             "energy_compute_pj": float(sum(c.energy_pj for c in costs)),
             "energy_memory_pj": float(sum(m.energy_pj for m in moved)) if on else None,
             "latency_cycles": float(sum(m.latency_cycles for m in moved)) if on else None,
-            "toggles": float(sum(c.toggles for c in counted)) if counted else None,
-            "toggles_per_mac": float(sum(c.toggles for c in counted) / max(sum(c.macs for c in counted), 1))
-            if counted else None,
+            "toggles": toggles,
+            "toggles_per_mac": None if toggles is None else toggles / max(sum(c.macs for c in counted), 1),
             "layers_without_toggles": [c.path for c in costs if c.toggles is None]}

@@ -115,8 +115,8 @@ class NetworkReport:
         """The energy keys every results.json carries (the results schema): `energy_pj` (compute plus data
         movement), `energy_compute_pj`, `energy_memory_pj` and `latency_cycles` (None without an accelerator),
         `toggles` (None when no layer has a bit-flip model)."""
-        return dict(zip(ENERGY_KEYS, (self.total_energy_pj, self.compute_energy_pj, self.memory_energy_pj,
-                                      self.latency_cycles, self._engine_totals["toggles"]), strict=True))
+        t = self._engine_totals
+        return {k: t[k] for k in ENERGY_KEYS}
 
     @property
     def total_macs(self) -> int:
@@ -157,11 +157,12 @@ class NetworkReport:
 
     def totals(self) -> dict[str, Any]:
         act = [l.energy_activity_pj for l in self.layers]
-        return {"macs": self.total_macs, "energy_pJ": self.total_energy_pj,
-                "energy_compute_pJ": self.compute_energy_pj, "energy_memory_pJ": self.memory_energy_pj,
-                "latency_cycles": self.latency_cycles,
+        t = self._engine_totals
+        return {"macs": t["macs"], "energy_pJ": t["energy_pj"],
+                "energy_compute_pJ": t["energy_compute_pj"], "energy_memory_pJ": t["energy_memory_pj"],
+                "latency_cycles": t["latency_cycles"],
                 "accelerator": self.accelerator,
-                "toggles": self._engine_totals["toggles"],
+                "toggles": t["toggles"],
                 "toggle_model": self.layers[0].toggle_model if self.layers else None,
                 "energy_activity_pJ": float(sum(a for a in act if a is not None)) if any(a is not None for a in act) else None,
                 "layers": len(self.layers), "table": self.table_path, "technology": self.technology,
