@@ -183,19 +183,19 @@ def refuse_before_hydra(argv: Sequence[str] | None = None, resume_key: str | Non
                         source_key: str | None = None, source_what: str = "run") -> None:
     """Before Hydra writes `.hydra/` into an explicit `hydra.run.dir=...`: exit 2 with one line when that
     dir holds a previous run and neither `<resume_key>=true` nor `overwrite=true` is given, or when it is
-    the run named by `source_key` (e.g. pann.py's `checkpoint=`, whose outputs must not be overwritten)."""
+    (or holds) the run named by `source_key` (`check_apart`; e.g. pann.py's `checkpoint=`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     run_dir = _arg(argv, "hydra.run.dir")
     if run_dir is None or "-m" in argv or "--multirun" in argv or launch_index(argv) > 0:
         return  # a multi-process run's other processes follow process 0, which makes the checks
     path = Path(run_dir)
     source = _arg(argv, source_key) if source_key else None
-    try:
-        if source is not None:
+    if source is not None:
+        try:
             check_apart(run_dir, source_key, source, source_what)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
     flag = lambda key: key is not None and (_arg(argv, key) or "").lower() == "true"  # noqa: E731
     previous = previous_outputs(path) if path.is_dir() else []
     if previous and not flag(resume_key) and not flag("overwrite"):
