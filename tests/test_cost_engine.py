@@ -36,7 +36,7 @@ def _network(quant: str, op: str):
 
 
 def _valid(quant: str, op: str) -> bool:
-    return quant != "pann" or op in ("mac", "shift", "bwn")  # counts run as additions (MAC) or are re-rounded
+    return quant != "pann" or op in ("mac", "shift", "bwn", "xnor")  # counts run as additions (MAC) or are re-rounded
 
 
 @pytest.mark.parametrize("quant", list(QUANTS))

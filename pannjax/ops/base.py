@@ -202,7 +202,7 @@ class Operator:
     def check_weights(self, quantizer_w, where: str = "op") -> None:
         """One-line error, at set-up, when this operator cannot compute with `quantizer_w`'s weights: PANN
         addition counts need an operator that `accepts_counts` (op=mac, digital); operators that
-        re-round the weights themselves (shift, bwn) take any."""
+        re-round the weights themselves (shift, bwn, xnor) take any."""
         if self.weight_format(quantizer_w).kind == "count":
             self._refuse_counts(where)
 
@@ -228,7 +228,7 @@ class Operator:
         if not self.accepts_counts:
             raise ConfigError(f"{where}={self.name} (mode {self.mode}) cannot run PANN addition-count weights "
                               "(quant=pann): they run as repeated additions on op=mac in digital mode, or are "
-                              "re-rounded by op=shift or op=bwn")
+                              "re-rounded by op=shift, op=bwn or op=xnor")
 
     def _count_cost(self, shape, x_format, w_format, acc_bits, additions) -> tuple[UnitOp, ...]:
         self._refuse_counts()

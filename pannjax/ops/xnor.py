@@ -23,7 +23,8 @@ XNOR-Net / BinaryNet); alpha and K keep their true gradients.
 Cost per output: one "xnor" unit operation (XNOR of two fan_in-bit words and the popcount of the result)
 and the rescaling multiplications (alpha, and K unless `input_scale="none"`; "mult" or "fmult" at the
 activation width). Computing A and K is O(1/C_out) of
-this per output and not counted.
+this per output and not counted. The weights the datapath receives (and an accelerator moves) are one sign bit
+each (`hardware_weights`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from pannjax.errors import ConfigError
 from pannjax.numerics import NumberFormat
 from pannjax.ops.base import (ContractionShape, Operator, Padding, UnitOp, check_conv_shapes,
                               linear_conv, normalize_padding)
-from pannjax.ops.bwn import SIGN_BIT, scaling_cost
+from pannjax.ops.bwn import SIGN_BIT, SignWeights, scaling_cost
 from pannjax.ops.integer import IntegerWeights, datapath
+from pannjax.quant.base import Quantizer, Requantized
 from pannjax.quant.ste import binarize_ste
 
 INPUT_SCALES = ("k_matrix", "none")
@@ -176,6 +178,11 @@ class XnorOperator(Operator):
         strides, padding = tuple(int(s) for s in strides), normalize_padding(padding)
         counts = xnor_popcount_conv(binarize_ste(x), binarize_ste(w), strides, padding, groups)
         return counts.astype(x.dtype) * self._conv_scale(x, w, strides, padding, groups)
+
+    def hardware_weights(self, quantizer_w) -> Quantizer:
+        """The datapath stores one sign bit per weight (`SignWeights` of the quantized kernel), whatever the
+        weight quantizer produced: that is what an accelerator moves."""
+        return Requantized(quantizer_w, SignWeights())
 
     def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
         """One bit per weight (sign of the quantized weight, +-1) and alpha = mean |w| per output channel; with
