@@ -95,6 +95,20 @@ def test_shift_on_float_weights_prices_shifts_not_float_multiplies():
     assert conv.energy_pj < 0.5 * mac.energy_pj
 
 
+@pytest.mark.parametrize("op, w_bits", [("mac", 4), ("bwn", 1), ("xnor", 1)])
+def test_the_weights_an_accelerator_moves_are_those_the_datapath_stores(op, w_bits):
+    """BWN and XNOR layers store one sign bit per weight whatever the weight quantizer produced: that is the
+    weight precision ZigZag's workload moves (a MAC layer moves its 4-bit codes)."""
+    from pannjax.hw.system import layer_workload
+
+    model, variables, _ = _network("uniform", op)
+    conv = {l.path: l for l in bound_layers(model, variables, SAMPLE)}["conv1"]
+    assert conv.w_format.bits == w_bits
+    assert layer_workload(conv, acc_bits=24)["operand_precision"]["W"] == w_bits
+    view = conv.hardware_quantizer_w.integer(jnp.asarray(variables["params"]["conv1"]["kernel"]))
+    assert set(map(int, jnp.unique(view.codes))) <= ({-1, 1} if w_bits == 1 else set(range(-8, 8)))
+
+
 def test_pann_layers_are_priced_as_their_realised_additions():
     model, variables, _ = _network("pann", "mac")
     report = build_report(model, variables, SAMPLE, simulate=False)
