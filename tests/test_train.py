@@ -50,10 +50,15 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
     assert epochs == [1, 2, 3]
 
 
-@pytest.mark.parametrize("model", ["model=resnet20 model.width=4", "model=squeezenet",
-                                   "model=shufflenet model.scale=0.5 model.stage_repeats=[1,1,1]"])
+OTHER_CIFAR_MODELS = ("model=squeezenet", "model=shufflenet model.scale=0.5 model.stage_repeats=[1,1,1]")
+
+
+@pytest.mark.parametrize("model", ["model=resnet20 model.width=4",
+                                   *(pytest.param(m, marks=pytest.mark.slow) for m in OTHER_CIFAR_MODELS)])
 def test_cifar_pipeline_trains_paper_models_on_mocked_tfds(mock_cifar, tmp_path, model):
-    """The CIFAR path end to end (tfds data_source, augmentation, training, evaluation) for a few steps."""
+    """The CIFAR path end to end (tfds data_source, augmentation, training, evaluation) for a few steps. The
+    pipeline does not depend on the model: the default suite runs it with ResNet-20 (every model's training
+    step is checked in test_models); `pytest -m slow` with the other CIFAR models too."""
     cfg = compose_train("data=cifar10", *model.split(), "trainer=cifar", "trainer.epochs=1", "trainer.batch_size=4",
                         "trainer.progress=false", "trainer.checkpoint=false", f"data.data_dir={tmp_path}/tfds")
     results = run_train(cfg, tmp_path / "run")
