@@ -22,9 +22,8 @@ XNOR-Net / BinaryNet); alpha and K keep their true gradients.
 
 Cost per output: one "xnor" unit operation (XNOR of two fan_in-bit words and the popcount of the result)
 and the rescaling multiplications (alpha, and K unless `input_scale="none"`; "mult" or "fmult" at the
-activation width). Computing A and K is O(1/C_out) of
-this per output and not counted. The weights the datapath receives (and an accelerator moves) are one sign bit
-each (`hardware_weights`).
+activation width). Computing A and K is O(1/C_out) of this per output and not counted. The weights the
+datapath receives (and an accelerator moves) are one sign bit each (`hardware_weights`).
 """
 
 from __future__ import annotations
