@@ -40,6 +40,10 @@ def test_the_worst_case_range_is_exactly_what_some_input_reaches(signed):
     assert observed_bits(accs) == worst_case_bits(w, fmt)
 
 
+#: one xdist worker runs the whole module (`--dist loadgroup`): its module fixture is made once
+pytestmark = pytest.mark.xdist_group("test_accumulator")
+
+
 @pytest.fixture(scope="module")
 def network():
     ds = load_dataset("digits")

@@ -172,6 +172,7 @@ PANN = [
 ]
 
 
+@pytest.mark.xdist_group("test_bad_inputs.float_run")  # one worker: the fixture is trained once
 @pytest.mark.parametrize("override, message", PANN, ids=[o for o, _ in PANN])
 def test_pann_bad_input_is_one_line_naming_the_key(tmp_path, float_run, override, message):
     from pannjax.pann.experiment import run_pann

@@ -180,6 +180,7 @@ def codes(path, x, onnx):
 _FRESH = {("pot", "shift")}  # reloaded in a fresh process
 
 
+@pytest.mark.xdist_group("test_export.shared_runs")  # one worker: the runs these tests share are trained once
 @pytest.mark.parametrize("combo,convert", [(("uniform", "mac"), "none"), (("pot", "shift"), "none"),
                                            (("uniform", "bwn"), "none"),
                                            (("float", "mac"), "pann")])
@@ -271,6 +272,7 @@ def _power(checkpoint, run_dir, *overrides):
     return run_program_power(cfg, run_dir)
 
 
+@pytest.mark.xdist_group("test_export.shared_runs")  # one worker: the runs these tests share are trained once
 def test_narrow_accumulators_overflow_visibly_and_auto_widths_do_not(runs, tmp_path):
     """B = 12 overflows (counted, and the predictions change); acc_bits=auto does not. The auto export's
     power is then re-priced by experiments/power.py checkpoint=<program dir>: the export's own figures (same
@@ -311,6 +313,7 @@ def test_narrow_accumulators_overflow_visibly_and_auto_widths_do_not(runs, tmp_p
         _power(tmp_path / "auto", tmp_path / "p3")
 
 
+@pytest.mark.xdist_group("test_export.shared_runs")  # one worker: the runs these tests share are trained once
 def test_every_entry_point_prices_one_network_on_an_accelerator(runs, tmp_path):
     """One trained 4-bit MAC network on accelerator=edge: experiments/export.py's and experiments/power.py
     checkpoint=<export>'s results, the power report experiments/train.py writes, the ENOS energy table,
@@ -360,6 +363,7 @@ def test_every_entry_point_prices_one_network_on_an_accelerator(runs, tmp_path):
     assert columns == ["entry", "energy_pj", *SYSTEM_KEYS, "test_accuracy"]
 
 
+@pytest.mark.xdist_group("test_export.shared_runs")  # one worker: the runs these tests share are trained once
 def test_bad_export_requests_fail_with_one_line(runs, tmp_path):
     tmp, checkpoints = runs
     with pytest.raises(ConfigError, match="float run .* convert=pann"):

@@ -30,6 +30,10 @@ def _compose(name, *overrides):
     return cfg
 
 
+#: one xdist worker runs the whole module (`--dist loadgroup`): its module fixture is made once
+pytestmark = pytest.mark.xdist_group("test_pann")
+
+
 @pytest.fixture(scope="module")
 def float_run(tmp_path_factory):
     """A tiny float digits CNN (width 8, 2 epochs) trained by the real training entry point."""

@@ -26,6 +26,10 @@ def _compose(name, *overrides):
         return compose(name, overrides=list(overrides))
 
 
+#: one xdist worker runs the whole module (`--dist loadgroup`): its module fixture is made once
+pytestmark = pytest.mark.xdist_group("test_results")
+
+
 @pytest.fixture(scope="module")
 def train_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("train")

@@ -20,6 +20,10 @@ def _cfg(*overrides):
         return compose("train", overrides=[*FAST, *overrides])
 
 
+#: one xdist worker runs the whole module (`--dist loadgroup`): its module fixture is made once
+pytestmark = pytest.mark.xdist_group("test_run_faults")
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     return run_train(_cfg("trainer.epochs=3"), tmp_path_factory.mktemp("full"))

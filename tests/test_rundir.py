@@ -31,6 +31,10 @@ def _cli(script, *args):
                           text=True, timeout=300, env=ENV)
 
 
+#: one xdist worker runs the whole module (`--dist loadgroup`): its module fixture is made once
+pytestmark = pytest.mark.xdist_group("test_rundir")
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     run = tmp_path_factory.mktemp("finished")

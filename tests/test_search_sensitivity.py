@@ -29,6 +29,10 @@ CANDIDATES = {
 }
 
 
+#: one xdist worker runs the whole module (`--dist loadgroup`): its module fixture is made once
+pytestmark = pytest.mark.xdist_group("test_search_sensitivity")
+
+
 @pytest.fixture(scope="module")
 def setting():
     ds = load_dataset("digits")
