@@ -40,7 +40,7 @@ from pannjax.numerics import NumberFormat
 from pannjax.ops.base import (ContractionShape, Operator, Padding, UnitOp, check_conv_shapes,
                               linear_conv, normalize_padding)
 from pannjax.ops.bwn import SIGN_BIT, SignWeights, scaling_cost
-from pannjax.ops.integer import IntegerWeights, datapath
+from pannjax.ops.integer import IntegerWeights, datapath, per_channel
 from pannjax.quant.base import Quantizer, Requantized
 from pannjax.quant.ste import binarize_ste
 
@@ -184,16 +184,17 @@ class XnorOperator(Operator):
         return Requantized(quantizer_w, SignWeights())
 
     def integer_weights(self, quantizer_w, kernel, x_step: float, x_max: int) -> IntegerWeights:
-        """One bit per weight (sign of the quantized weight, +-1) and alpha = mean |w| per output channel; with
-        the K matrix one accumulator unit is alpha s_x / (C_g kh kw) (dense: alpha s_x / C_in)."""
-        w = np.asarray(quantizer_w.quantize(jnp.asarray(kernel)))
-        alpha = np.mean(np.abs(w), axis=tuple(range(w.ndim - 1))).astype(np.float64)
-        bits = np.where(w > 0, 1, -1).astype(np.int32)
+        """The hardware weights' integer view: one bit per weight (sign of the quantized weight, +-1) and
+        alpha = mean |w| per output channel; with the K matrix one accumulator unit is alpha s_x / (C_g kh kw)
+        (dense: alpha s_x / C_in)."""
+        view = self.integer_view(quantizer_w, kernel)
+        bits = np.asarray(view.codes, np.int32)
+        alpha = per_channel(view.scale, bits.shape)
         k_matrix = self.input_scale == "k_matrix"
-        scale = alpha / np.prod(w.shape[:-1]) if k_matrix else alpha
+        fan_in = float(np.prod(bits.shape[:-1]))
+        scale = alpha / fan_in if k_matrix else alpha
         # |popcount| <= fan_in, and the K sum <= fan_in max|x|
-        fan_in = float(np.prod(w.shape[:-1]))
-        limit = np.full(w.shape[-1], fan_in * fan_in if k_matrix else fan_in)
+        limit = np.full(bits.shape[-1], fan_in * fan_in if k_matrix else fan_in)
         return IntegerWeights("xnor", {"w": bits}, scale, limit, x_scaled=k_matrix, attrs={"k_matrix": k_matrix})
 
     def digital_cost(self, shape: ContractionShape, x_format: NumberFormat, w_format: NumberFormat,
